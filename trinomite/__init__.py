@@ -1,0 +1,30 @@
+"""trinomite: a Dynamo-style replication layer for Redis, compatible with Netflix Dynomite.
+
+Public API (re-exports only)::
+
+    async with trinomite.open_node(config) as node: ...
+    await nursery.start(trinomite.serve_node, config)
+    config = trinomite.load_config("node.yml")
+"""
+
+from ._version import __version__ as __version__
+from .config.model import Consistency as Consistency
+from .config.model import DatastoreSpec as DatastoreSpec
+from .config.model import HostPort as HostPort
+from .config.model import NodeConfig as NodeConfig
+from .config.model import UnixPath as UnixPath
+from .node import Node as Node
+from .node import open_node as open_node
+from .node import serve_node as serve_node
+
+__all__ = [
+    "Consistency",
+    "DatastoreSpec",
+    "HostPort",
+    "Node",
+    "NodeConfig",
+    "UnixPath",
+    "__version__",
+    "open_node",
+    "serve_node",
+]

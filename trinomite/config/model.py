@@ -1,0 +1,212 @@
+"""Typed, frozen configuration of one trinomite node.
+
+Theory of operation
+-------------------
+A Dynomite ``dyn_o_mite:`` YAML file is read by ``config.load`` into the
+classes below.  Field names are exactly Dynomite's key names (see
+``config.keys`` for the key table with defaults and help), so an error about
+a field can always be reported with the key the user wrote.  Everything here
+is immutable: a running node never mutates its config; runtime knobs
+(consistency, state, timeout factor) live in the node's own state.
+
+Values that Dynomite spells as strings (``host:port``, seeds, server entries)
+become small value classes here.  No sockets, no DNS: hostnames are kept as
+written and resolved when the node connects.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+__all__ = [
+    "Consistency",
+    "DataStore",
+    "DatastoreSpec",
+    "HostPort",
+    "NodeConfig",
+    "SecureServerOption",
+    "Seed",
+    "UnixPath",
+]
+
+
+class Consistency(enum.Enum):
+    """Dynomite's consistency levels (``consistency_t`` in ``dyn_message.h``)."""
+
+    DC_ONE = "DC_ONE"
+    DC_QUORUM = "DC_QUORUM"
+    DC_SAFE_QUORUM = "DC_SAFE_QUORUM"
+    DC_EACH_SAFE_QUORUM = "DC_EACH_SAFE_QUORUM"
+
+
+class SecureServerOption(enum.Enum):
+    """Which peer links use (mutual) TLS."""
+
+    NONE = "none"
+    RACK = "rack"
+    DATACENTER = "datacenter"
+    ALL = "all"
+
+
+class DataStore(enum.IntEnum):
+    """``data_store``: 0 = Redis, 1 = memcached (as in Dynomite)."""
+
+    REDIS = 0
+    MEMCACHE = 1
+
+
+@attrs.frozen
+class HostPort:
+    """A TCP address as written in the config (``host:port``)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@attrs.frozen
+class UnixPath:
+    """A unix-domain socket path (``/path/to/sock``)."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@attrs.frozen
+class DatastoreSpec:
+    """One entry of ``servers``.
+
+    ``kind`` is ``"tcp"`` (``host:port:weight [name]``), ``"unix"``
+    (``/path:weight [name]``) or ``"embedded"`` (``embedded:weight [name]``,
+    trinomite's in-process Redis-compatible store).  ``weight`` is mandatory
+    in the syntax and ignored, exactly as in Dynomite.
+    """
+
+    kind: str
+    address: HostPort | UnixPath | None = None
+    weight: int = 1
+    name: str | None = None
+
+    @classmethod
+    def embedded(cls, name: str | None = None) -> DatastoreSpec:
+        return cls(kind="embedded", address=None, weight=1, name=name)
+
+    @classmethod
+    def tcp(cls, host: str, port: int, name: str | None = None) -> DatastoreSpec:
+        return cls(kind="tcp", address=HostPort(host, port), weight=1, name=name)
+
+    @property
+    def stats_name(self) -> str:
+        """Dynomite's server stats name: ``host:port``, or ``host`` for port 11211."""
+        if self.name:
+            return self.name
+        if isinstance(self.address, HostPort):
+            if self.address.port == 11211:
+                return self.address.host
+            return str(self.address)
+        if isinstance(self.address, UnixPath):
+            return self.address.path
+        return "embedded"
+
+
+@attrs.frozen
+class Seed:
+    """One ``dyn_seeds`` entry: ``host:port:rack:dc:tokens [name]``."""
+
+    host: str
+    port: int
+    rack: str
+    dc: str
+    tokens: tuple[int, ...]
+    name: str | None = None
+
+    @property
+    def address(self) -> HostPort:
+        return HostPort(self.host, self.port)
+
+
+MIB = 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    """Everything one node needs, with Dynomite's *code* defaults.
+
+    Fields marked "trinomite" are extensions; the rest are Dynomite keys with
+    the same names and meanings (differences are listed in ``docs/``).
+    """
+
+    #: Name of the YAML root key (Dynomite's pool name), shown in /info.
+    pool_name: str = "dyn_o_mite"
+    #: Where the config came from, for messages (not a Dynomite key).
+    source: str = "<memory>"
+
+    listen: HostPort | UnixPath
+    servers: tuple[DatastoreSpec, ...]
+    dyn_listen: HostPort | None = None
+    dyn_port: int | None = None
+    data_store: DataStore = DataStore.REDIS
+    tokens: tuple[int, ...] = ()
+    dyn_seeds: tuple[Seed, ...] = ()
+    dyn_seed_provider: str = "simple_provider"
+    datacenter: str = "localdc"
+    rack: str = "localrack"
+    env: str = "aws"
+    hash: str = "murmur"
+    hash_tag: str | None = None
+    timeout: int = 5000
+    backlog: int = 512
+    #: Dynomite forces this to 0 and never enforces it; trinomite enforces it
+    #: as the maximum number of client connections (0 = unlimited).
+    client_connections: int = 0
+    preconnect: bool = True
+    auto_eject_hosts: bool = True
+    server_retry_timeout: int = 10000
+    server_failure_limit: int = 3
+    dyn_read_timeout: int = 10000
+    dyn_write_timeout: int = 10000
+    dyn_connections: int = 100
+    gos_interval: int = 30000
+    enable_gossip: bool = False
+    secure_server_option: SecureServerOption = SecureServerOption.NONE
+    pem_key_file: str = "conf/dynomite.pem"
+    recon_key_file: str = "conf/recon_key.pem"
+    recon_iv_file: str = "conf/recon_iv.pem"
+    read_consistency: Consistency = Consistency.DC_ONE
+    write_consistency: Consistency = Consistency.DC_ONE
+    read_repairs_enabled: bool = False
+    #: Dynomite binds 0.0.0.0:22222; trinomite defaults to loopback.
+    stats_listen: HostPort = HostPort("127.0.0.1", 22222)
+    stats_interval: int = 30000
+    mbuf_size: int = 16384
+    max_msgs: int = 200000
+    conn_msg_rate: int = 50000
+    datastore_connections: int = 1
+    local_peer_connections: int = 1
+    remote_peer_connections: int = 1
+
+    # ---- trinomite extensions -------------------------------------------
+    #: Largest bulk string a client may send (Redis proto-max-bulk-len).
+    max_bulk_len: int = 512 * MIB
+    #: Largest multibulk element count a client may send.
+    max_multibulk_len: int = 1024 * 1024
+    #: Longest inline command line.
+    max_inline_len: int = 64 * 1024
+    #: Most requests one client may have in flight (pipeline depth bound).
+    max_client_pipeline: int = 1024
+    #: Grace period for in-flight requests on shutdown, in ms.
+    shutdown_grace: int = 5000
+    #: Start the admin/stats HTTP server on ``stats_listen``.
+    enable_admin: bool = True
+
+    @property
+    def datastore(self) -> DatastoreSpec:
+        """The single backing datastore (Dynomite supports exactly one)."""
+        return self.servers[0]

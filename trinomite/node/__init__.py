@@ -1,0 +1,7 @@
+"""The Trio shell of a node: supervisor, client handling and the datastore pool."""
+
+from .supervisor import Node as Node
+from .supervisor import open_node as open_node
+from .supervisor import serve_node as serve_node
+
+__all__ = ["Node", "open_node", "serve_node"]

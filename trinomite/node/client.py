@@ -1,0 +1,211 @@
+"""The client side of a node: accept loop and one task per client connection.
+
+Theory of operation
+-------------------
+``serve_clients`` accepts connections and starts ``ClientConnection.run``
+for each in the handler nursery it is given.  Each client task loops::
+
+    receive_some --> RequestParser.feed/parse --> Dispatcher.execute (one await
+    for the whole batch) --> one send_all with every reply, in order
+
+so a client costs one task, not one per request, and a pipeline of N
+requests costs one receive, one wait and one send.  Pipelines are bounded:
+at most ``max_client_pipeline`` requests are executed per round; the rest
+wait in the parser's buffer, and the socket is not read again until they
+are answered, which is the backpressure a slow reader needs.
+
+Failure handling: a framing error is answered with Redis's
+``-ERR Protocol error: ...`` line, then the connection closes (the stream
+can no longer be trusted).  Anything unexpected in one client's task is
+logged and counted and closes only that client.  ``Cancelled`` always
+propagates.  While the node drains, idle clients are closed at once and a
+client with requests in flight gets its replies before closing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ..protocol.requests import Limits, RequestParser
+from .dispatch import Dispatcher
+from .local import Session
+
+__all__ = ["ClientConnection", "ClientCounters", "ClientRegistry", "serve_clients"]
+
+log = logging.getLogger("trinomite.client")
+
+RECEIVE_SIZE = 64 * 1024
+_MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+
+
+@attrs.define
+class ClientCounters:
+    """Dynomite's client stats (``client_*`` in /info)."""
+
+    client_connections: int = 0
+    client_eof: int = 0
+    client_err: int = 0
+    client_requests: int = 0
+    client_accepted: int = 0
+
+
+class ClientRegistry:
+    """The live client connections of a node, so draining can reach them."""
+
+    def __init__(self) -> None:
+        self.connections: set[ClientConnection] = set()
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def add(self, connection: ClientConnection) -> None:
+        if not self.connections:
+            self._empty = trio.Event()
+        self.connections.add(connection)
+
+    def discard(self, connection: ClientConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+
+class ClientConnection:
+    """One accepted client: parse, dispatch, reply, until EOF or error."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream | trio.abc.Stream,
+        session: Session,
+        dispatcher: Dispatcher,
+        limits: Limits,
+        max_pipeline: int,
+        counters: ClientCounters,
+        registry: ClientRegistry,
+    ) -> None:
+        self.stream = stream
+        self.registry = registry
+        registry.add(self)
+        self.session = session
+        self.dispatcher = dispatcher
+        self.parser = RequestParser(limits)
+        self.max_pipeline = max_pipeline
+        self.counters = counters
+        self.reading = False
+        self.draining = False
+
+    async def run(self) -> None:
+        counters = self.counters
+        try:
+            await self._serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            counters.client_eof += 1
+        except Exception:
+            counters.client_err += 1
+            log.exception("client %s: handler failed", self.session.address)
+        finally:
+            counters.client_connections -= 1
+            self.registry.discard(self)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _serve(self) -> None:
+        stream, parser, session = self.stream, self.parser, self.session
+        dispatcher, max_pipeline = self.dispatcher, self.max_pipeline
+        while True:
+            if self.draining:
+                return
+            self.reading = True
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            finally:
+                self.reading = False
+            if not data:
+                self.counters.client_eof += 1
+                return
+            parser.feed(data)
+            while True:
+                requests = parser.parse(max_pipeline)
+                if requests:
+                    self.counters.client_requests += len(requests)
+                    await stream.send_all(await dispatcher.execute(session, requests))
+                    if session.closing:
+                        return
+                if parser.error is not None:
+                    self.counters.client_err += 1
+                    await stream.send_all(parser.error.reply)
+                    return
+                if len(requests) < max_pipeline:
+                    break
+
+    def stop_reading(self) -> None:
+        """Drain: read no more requests; an idle client is closed at once."""
+        self.draining = True
+        if self.reading and isinstance(self.stream, trio.SocketStream):
+            # A blocked receive_some returns b"" (EOF) after SHUT_RD.
+            with contextlib.suppress(OSError):
+                self.stream.socket.shutdown(socket.SHUT_RD)
+
+
+async def serve_clients(
+    listeners: list[trio.SocketListener],
+    make_connection: Callable[[trio.SocketStream, int], ClientConnection],
+    handler_nursery: trio.Nursery,
+    counters: ClientCounters,
+    max_clients: int,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept clients on every listener until cancelled.
+
+    Resource handling: each accepted stream is owned by its connection task
+    in ``handler_nursery``; refused streams are closed here.  Transient
+    accept errors (EMFILE and friends) are logged and retried after a pause.
+    """
+    ids = itertools.count(1)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(
+                _accept_loop, listener, make_connection, handler_nursery, counters, max_clients, ids
+            )
+        task_status.started()
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    make_connection: Callable[[trio.SocketStream, int], ClientConnection],
+    handler_nursery: trio.Nursery,
+    counters: ClientCounters,
+    max_clients: int,
+    ids: itertools.count[int],
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            log.warning("accept failed: %s", exc)
+            await trio.sleep(0.1)
+            continue
+        counters.client_accepted += 1
+        if max_clients and counters.client_connections >= max_clients:
+            handler_nursery.start_soon(_refuse, stream)
+            continue
+        counters.client_connections += 1
+        handler_nursery.start_soon(make_connection(stream, next(ids)).run)
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(_MAX_CLIENTS_REPLY)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(stream)

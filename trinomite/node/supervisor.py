@@ -1,0 +1,202 @@
+"""The node supervisor: one nursery that owns every task of a node.
+
+Theory of operation
+-------------------
+``serve_node(config, task_status=...)`` builds a ``Node`` and runs it::
+
+    serve_node nursery (root)
+    |-- DatastorePool.run            started first; ready once every
+    |                                connection made its first attempt
+    |-- handler nursery holder       one task per client connection lives here
+    `-- accept scope
+        `-- serve_clients            one accept loop per listener
+
+``task_status.started(node)`` is called only once the listeners are bound,
+so ``node.client_address`` is the real address (listen ports may be 0).
+``open_node`` is the ``async with`` form for embedding.
+
+Shutdown (``Node.shutdown``): close the listeners, mark the dispatcher
+draining (new requests are refused with a clear error), cancel every idle
+client's read, wait for clients with requests in flight to get their replies
+(bounded by the grace period), then cancel the root nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
+from ..protocol.requests import Limits
+from .client import ClientConnection, ClientCounters, ClientRegistry, serve_clients
+from .datastore import DatastorePool
+from .dispatch import Dispatcher
+from .local import Session
+
+__all__ = ["Node", "open_node", "serve_node"]
+
+log = logging.getLogger("trinomite.node")
+
+
+class Node:
+    """A running node.  Create it with ``serve_node`` or ``open_node``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        if config.data_store is not DataStore.REDIS:
+            raise ValueError(
+                "data_store: 1 (memcached) is not supported yet; trinomite proxies Redis"
+            )
+        self.config = config
+        self.pool = DatastorePool(config)
+        self.dispatcher = Dispatcher(self.pool)
+        self.counters = ClientCounters()
+        self.clients = ClientRegistry()
+        self.limits = Limits(
+            max_bulk_len=config.max_bulk_len,
+            max_multibulk_len=config.max_multibulk_len,
+            max_inline_len=config.max_inline_len,
+        )
+        self.client_address: HostPort | UnixPath = config.listen
+        self._listeners: list[trio.SocketListener] = []
+        self._accept_scope = trio.CancelScope()
+        self._root: trio.Nursery | None = None
+        self._shutting_down = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def _run(self, task_status: trio.TaskStatus[Node]) -> None:
+        async with trio.open_nursery() as root:
+            self._root = root
+            await root.start(self.pool.run)
+            self._listeners = await _open_listeners(self.config)
+            self.client_address = _bound_address(self.config.listen, self._listeners[0])
+            handlers: trio.Nursery = await root.start(_hold_nursery)
+            root.start_soon(self._accept, handlers)
+            log.info("node listening for clients on %s", self.client_address)
+            task_status.started(self)
+
+    async def _accept(self, handlers: trio.Nursery) -> None:
+        with self._accept_scope:
+            await serve_clients(
+                self._listeners,
+                self._make_connection,
+                handlers,
+                self.counters,
+                self.config.client_connections,
+            )
+
+    def _make_connection(self, stream: trio.SocketStream, client_id: int) -> ClientConnection:
+        session = Session(
+            id=client_id,
+            address=_peer_name(stream),
+            read_consistency=self.config.read_consistency,
+            write_consistency=self.config.write_consistency,
+        )
+        return ClientConnection(
+            stream,
+            session,
+            self.dispatcher,
+            self.limits,
+            self.config.max_client_pipeline,
+            self.counters,
+            self.clients,
+        )
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish within ``grace`` s, then stop.
+
+        Idempotent.  Returns once the node's tasks are being cancelled;
+        ``serve_node`` returns right after.
+        """
+        if grace is None:
+            grace = self.config.shutdown_grace / 1000
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        log.info("node shutting down (grace %.1fs)", grace)
+        self._accept_scope.cancel()
+        for listener in self._listeners:
+            await listener.aclose()
+        self.dispatcher.draining = True
+        for connection in list(self.clients.connections):
+            connection.stop_reading()
+        with trio.move_on_after(grace):
+            await self.clients.wait_empty()
+        if self._root is not None:
+            self._root.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        """Cancel every task of the node now, without a grace period."""
+        if self._root is not None:
+            self._root.cancel_scope.cancel()
+
+
+async def _hold_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
+
+
+async def _open_listeners(config: NodeConfig) -> list[trio.SocketListener]:
+    address = config.listen
+    if isinstance(address, UnixPath):
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(address.path):
+            os.unlink(address.path)
+        await sock.bind(address.path)
+        sock.listen(config.backlog)
+        return [trio.SocketListener(sock)]
+    return await trio.open_tcp_listeners(address.port, host=address.host, backlog=config.backlog)
+
+
+def _bound_address(
+    configured: HostPort | UnixPath, listener: trio.SocketListener
+) -> HostPort | UnixPath:
+    if isinstance(configured, UnixPath):
+        return configured
+    host, port = listener.socket.getsockname()[:2]
+    return HostPort(host, port)
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) or "unix"
+
+
+async def serve_node(
+    config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a node until cancelled or shut down; ``started(node)`` once listening.
+
+    Error handling: failures of one client are contained in that client's
+    task; failing to bind a listener raises out of here (the node never
+    started).  Resource handling: every socket and task is closed when this
+    returns.
+    """
+    node = Node(config)
+    await node._run(task_status)
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+    """``async with open_node(cfg) as node:`` runs a node inside the caller's Trio program.
+
+    Leaving the block shuts the node down immediately (no grace period);
+    call ``await node.shutdown()`` first for a graceful drain.
+    """
+    async with trio.open_nursery() as nursery:
+        node: Node = await nursery.start(serve_node, config)
+        try:
+            yield node
+        finally:
+            node.stop()

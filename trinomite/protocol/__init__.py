@@ -1,0 +1,1 @@
+"""Sans-IO protocol code: no trio import anywhere below this package."""

@@ -1,0 +1,193 @@
+"""Sans-IO framing of datastore replies, and encoders for node-made replies.
+
+Theory of operation
+-------------------
+A proxy must forward replies *byte for byte*: ``+OK`` and ``$2\\r\\nOK``
+decode to the same value in most clients but are different replies.  So
+the hot path never decodes a reply; ``ReplyFramer`` only finds where each
+top-level reply ends and hands back that slice of bytes::
+
+    feed(chunk) -> replies() -> [b"+OK\\r\\n", b"$3\\r\\nbar\\r\\n", ...]
+
+It understands RESP2 and RESP3 (maps, sets, pushes, attributes, doubles,
+booleans, big numbers, verbatim and blob errors).  An aggregate that is
+split across chunks keeps an explicit stack of "elements still to come", so
+a reply of a million elements arriving in pieces is scanned once, not once
+per piece.  Nesting deeper than ``MAX_DEPTH`` or a bulk above the configured
+limit is a ``ReplyProtocolError``: the datastore connection is then broken
+and must be closed.
+
+The encoders build replies the node answers itself (PING, errors, HELLO,
+COMMAND, ...) for a client speaking RESP2 or RESP3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "MAX_DEPTH",
+    "ReplyFramer",
+    "ReplyProtocolError",
+    "array",
+    "bulk",
+    "error",
+    "integer",
+    "is_error",
+    "map_reply",
+    "null",
+    "simple",
+]
+
+MAX_DEPTH = 1024
+_CRLF = b"\r\n"
+_COMPACT_AT = 64 * 1024
+_MAX_DIGITS = 20
+
+# First bytes of the reply types, grouped by how their length is found.
+_LINE_TYPES = frozenset(b"+-:_,#(")  # one header line only
+_BLOB_TYPES = frozenset(b"$!=")  # header line with a byte length, then the body
+_AGGREGATE_TYPES = frozenset(b"*~>")  # header line with an element count
+_PAIR_TYPES = frozenset(b"%|")  # header line with a pair count
+
+
+class ReplyProtocolError(Exception):
+    """The datastore sent bytes that are not RESP."""
+
+
+class ReplyFramer:
+    """Splits a datastore's byte stream into complete top-level replies."""
+
+    def __init__(self, max_bulk_len: int = 512 * 1024 * 1024) -> None:
+        self.max_bulk_len = max_bulk_len
+        self._buf = bytearray()
+        self._start = 0  # start of the reply being framed
+        self._pos = 0  # where scanning resumes
+        self._stack: list[int] = []  # elements still expected, per open aggregate
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def replies(self) -> list[bytes]:
+        """Return every complete reply buffered so far, in order."""
+        buf = self._buf
+        end = len(buf)
+        pos = self._pos
+        start = self._start
+        stack = self._stack
+        out: list[bytes] = []
+        while pos < end:
+            if not stack:
+                start = pos
+            kind = buf[pos]
+            nl = buf.find(_CRLF, pos)
+            if nl < 0:
+                if end - pos > 64 * 1024:
+                    raise ReplyProtocolError("reply header line too long")
+                break
+            if kind in _LINE_TYPES:
+                pos = nl + 2
+            elif kind in _BLOB_TYPES:
+                size = _length(buf, pos, nl)
+                if size > self.max_bulk_len:
+                    raise ReplyProtocolError(f"bulk reply of {size} bytes exceeds the limit")
+                if size < 0:
+                    pos = nl + 2
+                else:
+                    stop = nl + 2 + size + 2
+                    if stop > end:
+                        break
+                    pos = stop
+            elif kind in _AGGREGATE_TYPES or kind in _PAIR_TYPES:
+                count = _length(buf, pos, nl)
+                if kind in _PAIR_TYPES:
+                    count *= 2
+                    if kind == 0x7C:  # '|' attribute: the real reply follows it
+                        count += 1
+                pos = nl + 2
+                if count > 0:
+                    if len(stack) >= MAX_DEPTH:
+                        raise ReplyProtocolError("reply nesting too deep")
+                    stack.append(count)
+                    continue
+            else:
+                raise ReplyProtocolError(f"unexpected reply type byte {kind!r}")
+            # One element is complete; close every aggregate it completes.
+            while stack:
+                stack[-1] -= 1
+                if stack[-1]:
+                    break
+                stack.pop()
+            if not stack:
+                out.append(bytes(buf[start:pos]))
+        self._pos = pos
+        self._start = start if stack else pos
+        self._compact()
+        return out
+
+    def _compact(self) -> None:
+        start = self._start
+        if start >= len(self._buf):
+            self._buf.clear()
+            self._start = self._pos = 0
+        elif start >= _COMPACT_AT:
+            del self._buf[:start]
+            self._start -= start
+            self._pos -= start
+
+
+def _length(buf: bytearray, pos: int, nl: int) -> int:
+    digits = buf[pos + 1 : nl]
+    if len(digits) > _MAX_DIGITS:
+        raise ReplyProtocolError("reply length too long")
+    try:
+        return int(digits)
+    except ValueError:
+        raise ReplyProtocolError(f"bad reply length {bytes(digits)!r}") from None
+
+
+def is_error(reply: bytes) -> bool:
+    """True for ``-ERR ...`` and RESP3 blob errors."""
+    return reply[:1] in (b"-", b"!")
+
+
+# -- encoders for replies the node makes itself ------------------------------
+
+
+def simple(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return b"+" + data + _CRLF
+
+
+def error(text: str) -> bytes:
+    """``text`` includes its code, e.g. ``"ERR unknown command"``."""
+    return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + _CRLF
+
+
+def integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def bulk(data: bytes | str | None, protocol: int = 2) -> bytes:
+    if data is None:
+        return null(protocol)
+    raw = data.encode() if isinstance(data, str) else data
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+
+
+def null(protocol: int = 2) -> bytes:
+    return b"_\r\n" if protocol == 3 else b"$-1\r\n"
+
+
+def array(items: Iterable[bytes]) -> bytes:
+    """``items`` are already-encoded replies."""
+    parts = list(items)
+    return b"*%d\r\n" % len(parts) + b"".join(parts)
+
+
+def map_reply(pairs: Mapping[bytes, bytes], protocol: int = 2) -> bytes:
+    """Keys and values are already-encoded replies; RESP2 flattens the map."""
+    body = b"".join(k + v for k, v in pairs.items())
+    if protocol == 3:
+        return b"%%%d\r\n" % len(pairs) + body
+    return b"*%d\r\n" % (2 * len(pairs)) + body
