@@ -87,7 +87,6 @@ class ClientConnection:
         session: Session,
         dispatcher: Dispatcher,
         limits: Limits,
-        max_pipeline: int,
         counters: ClientCounters,
         registry: ClientRegistry,
     ) -> None:
@@ -97,7 +96,6 @@ class ClientConnection:
         self.session = session
         self.dispatcher = dispatcher
         self.parser = RequestParser(limits)
-        self.max_pipeline = max_pipeline
         self.counters = counters
         self.reading = False
         self.draining = False
@@ -119,7 +117,7 @@ class ClientConnection:
 
     async def _serve(self) -> None:
         stream, parser, session = self.stream, self.parser, self.session
-        dispatcher, max_pipeline = self.dispatcher, self.max_pipeline
+        dispatcher = self.dispatcher
         while True:
             if self.draining:
                 return
@@ -132,19 +130,16 @@ class ClientConnection:
                 self.counters.client_eof += 1
                 return
             parser.feed(data)
-            while True:
-                requests = parser.parse(max_pipeline)
-                if requests:
-                    self.counters.client_requests += len(requests)
-                    await stream.send_all(await dispatcher.execute(session, requests))
-                    if session.closing:
-                        return
-                if parser.error is not None:
-                    self.counters.client_err += 1
-                    await stream.send_all(parser.error.reply)
+            requests = parser.parse()
+            if requests:
+                self.counters.client_requests += len(requests)
+                await stream.send_all(await dispatcher.execute(session, requests, parser.blob))
+                if session.closing:
                     return
-                if len(requests) < max_pipeline:
-                    break
+            if parser.error is not None:
+                self.counters.client_err += 1
+                await stream.send_all(parser.error.reply)
+                return
 
     def stop_reading(self) -> None:
         """Drain: read no more requests; an idle client is closed at once."""
@@ -203,9 +198,8 @@ async def _accept_loop(
 
 
 async def _refuse(stream: trio.SocketStream) -> None:
-    with trio.move_on_after(1):
-        try:
-            await stream.send_all(_MAX_CLIENTS_REPLY)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+    with trio.move_on_after(1), contextlib.suppress(
+        trio.BrokenResourceError, trio.ClosedResourceError
+    ):
+        await stream.send_all(_MAX_CLIENTS_REPLY)
     await trio.aclose_forcefully(stream)

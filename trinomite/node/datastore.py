@@ -103,7 +103,8 @@ class DatastoreConnection:
         self._connect = connect
         self._max_bulk_len = max_bulk_len
         self._outbox: list[bytes] = []
-        self._inflight: deque[tuple[Slot, float]] = deque()
+        # (slot, number of replies it takes, deadline), in send order.
+        self._inflight: deque[tuple[Slot, int, float]] = deque()
         self._writer = Parker()
         self._wanted = Parker()  # a request arrived while IDLE
 
@@ -111,13 +112,16 @@ class DatastoreConnection:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def submit(self, raw: bytes, slot: Slot, deadline: float) -> bool:
-        """Queue one request; False (and nothing queued) while the datastore is down."""
+    def submit(self, raw: bytes, count: int, slot: Slot, deadline: float) -> bool:
+        """Queue ``count`` requests encoded in ``raw``; ``slot`` gets their replies.
+
+        Returns False (and queues nothing) while the datastore is down.
+        """
         state = self.state
         if state is ConnState.DOWN:
             return False
         self._outbox.append(raw)
-        self._inflight.append((slot, deadline))
+        self._inflight.append((slot, count, deadline))
         if state is ConnState.UP:
             self._writer.unpark()
         elif state is ConnState.IDLE:
@@ -213,18 +217,20 @@ class DatastoreConnection:
     async def _read_replies(self, stream: trio.abc.Stream) -> None:
         framer = ReplyFramer(self._max_bulk_len)
         inflight = self._inflight
-        push = self.protocol == 3
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
                 raise _ConnectionFailed(NodeError.STORAGE_CONNECTION_REFUSE, "datastore closed")
+            if not inflight:
+                raise ReplyProtocolError("reply with no request in flight")
             framer.feed(data)
-            for reply in framer.replies():
-                if push and reply[0] == 0x3E:  # '>' out-of-band push: nobody asked
-                    continue
-                if not inflight:
-                    raise ReplyProtocolError("reply with no request in flight")
-                inflight.popleft()[0].set(reply)
+            while inflight:
+                slot, count, _ = inflight[0]
+                replies = framer.take(count)
+                if replies is None:
+                    break
+                inflight.popleft()
+                slot.set(replies)
 
     async def _write_requests(self, stream: trio.abc.Stream) -> None:
         while True:
@@ -240,7 +246,7 @@ class DatastoreConnection:
         while True:
             now = trio.current_time()
             if inflight:
-                deadline = inflight[0][1]
+                deadline = inflight[0][2]
                 if now >= deadline:
                     self.timeouts += 1
                     raise _ConnectionFailed(NodeError.STORAGE_TIMEOUT, "request timed out")
@@ -252,8 +258,8 @@ class DatastoreConnection:
         reply = redis_error(error)
         inflight, self._inflight = self._inflight, deque()
         self._outbox = []
-        for slot, _ in inflight:
-            slot.set(reply)
+        for slot, count, _ in inflight:
+            slot.set(reply * count)
 
 
 def _connector(spec: DatastoreSpec, store: EmbeddedStore | None) -> Connector:
@@ -334,9 +340,11 @@ class DatastorePool:
                 return conn
         return home
 
-    def submit(self, client_id: int, protocol: int, raw: bytes, batch: Batch, deadline: float) -> Slot:
-        """Send one request; its slot is filled with the reply or an error."""
+    def submit(
+        self, client_id: int, protocol: int, raw: bytes, count: int, batch: Batch, deadline: float
+    ) -> Slot:
+        """Send ``count`` requests; the slot gets their replies, or one error per request."""
         slot = batch.slot()
-        if not self.pick(client_id, protocol).submit(raw, slot, deadline):
-            slot.set(redis_error(NodeError.STORAGE_CONNECTION_REFUSE))
+        if not self.pick(client_id, protocol).submit(raw, count, slot, deadline):
+            slot.set(redis_error(NodeError.STORAGE_CONNECTION_REFUSE) * count)
         return slot

@@ -27,6 +27,9 @@ import trio
 from ..errors import NodeError, redis_error
 from ..protocol import replies as r
 from ..protocol.commands import (
+    BY_BYTES as _BY_BYTES,
+)
+from ..protocol.commands import (
     CommandSpec,
     Route,
     arity_error,
@@ -34,7 +37,7 @@ from ..protocol.commands import (
     unknown_command_error,
     unsupported_reason,
 )
-from ..protocol.requests import Request
+from ..protocol.requests import encode_command
 from .datastore import DatastorePool
 from .local import Session, answer
 from .slots import Batch, Slot
@@ -60,36 +63,57 @@ class Dispatcher:
         self.timeout = pool.connections[0].timeout if pool.connections else 5.0
         self.draining = False
 
-    async def execute(self, session: Session, requests: list[Request]) -> bytes:
+    async def execute(self, session: Session, requests: list[list[bytes]], blob: bytes) -> bytes:
+        """Replies to ``requests`` (whose exact encoding is ``blob``), in order."""
         batch = Batch()
         parts: list[bytes | Slot] = []
         deadline = trio.current_time() + self.timeout
-        for request in requests:
+        run: list[list[bytes]] = []  # consecutive requests bound for the datastore
+        draining = self.draining
+        for args in requests:
             if session.closing:
                 break  # nothing after QUIT is executed
-            args = request.args
-            spec = lookup(args[0])
+            spec = _BY_BYTES.get(args[0]) or lookup(args[0])
             if spec is None:
-                parts.append(self._reject_unknown(args))
+                reply = self._reject_unknown(args)
             elif not spec.arity_ok(len(args)):
-                parts.append(r.error(arity_error(spec.name)))
+                reply = r.error(arity_error(spec.name))
             elif spec.route is Route.NODE:
-                parts.append(answer(spec, session, args))
-            elif self.draining:
-                parts.append(redis_error(NodeError.SHUTTING_DOWN))
+                reply = answer(spec, session, args)
+            elif draining:
+                reply = redis_error(NodeError.SHUTTING_DOWN)
+            elif spec.name in _ALLOWED_SUBCOMMANDS and (
+                refused := self._refuse_subcommand(spec, args)
+            ):
+                reply = refused
             else:
-                refused = self._refuse_subcommand(spec, args)
-                if refused is not None:
-                    parts.append(refused)
-                else:
-                    parts.append(self._forward(session, spec, request, batch, deadline))
+                run.append(args)
+                continue
+            if run:
+                parts.append(self._forward(session, run, None, batch, deadline))
+                run = []
+            parts.append(reply)
+        if run:
+            whole = len(run) == len(requests)
+            parts.append(self._forward(session, run, blob if whole else None, batch, deadline))
         await batch.wait()
+        if len(parts) == 1:
+            only = parts[0]
+            return only if isinstance(only, bytes) else only.reply or b""
         return b"".join([p if isinstance(p, bytes) else p.reply or b"" for p in parts])
 
     def _forward(
-        self, session: Session, spec: CommandSpec, request: Request, batch: Batch, deadline: float
+        self,
+        session: Session,
+        run: list[list[bytes]],
+        raw: bytes | None,
+        batch: Batch,
+        deadline: float,
     ) -> Slot:
-        return self.pool.submit(session.id, session.protocol, request.raw, batch, deadline)
+        """Send a run of requests to the datastore; ``raw`` is their encoding if known."""
+        if raw is None:
+            raw = b"".join([encode_command(args) for args in run])
+        return self.pool.submit(session.id, session.protocol, raw, len(run), batch, deadline)
 
     @staticmethod
     def _reject_unknown(args: list[bytes]) -> bytes:
@@ -100,8 +124,8 @@ class Dispatcher:
 
     @staticmethod
     def _refuse_subcommand(spec: CommandSpec, args: list[bytes]) -> bytes | None:
-        allowed = _ALLOWED_SUBCOMMANDS.get(spec.name)
-        if allowed is None or args[1].lower() in allowed:
+        allowed = _ALLOWED_SUBCOMMANDS[spec.name]
+        if args[1].lower() in allowed:
             return None
         sub = args[1].decode("latin-1").lower()
         return _unsupported(

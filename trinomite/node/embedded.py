@@ -26,12 +26,13 @@ from typing import Any
 
 import trio
 
-__all__ = ["EmbeddedStore", "EmbeddedRedisStream"]
+__all__ = ["EmbeddedRedisStream", "EmbeddedStore"]
 
 
 def _encode(value: Any, protocol: int, simple_string: type, nested: bool = False) -> bytes:
     if isinstance(value, simple_string):
-        return b"+" + value.value + b"\r\n"  # type: ignore[attr-defined]
+        data: bytes = value.value  # type: ignore[attr-defined]
+        return b"+" + data + b"\r\n"
     if value is None:
         return b"_\r\n" if protocol == 3 else b"$-1\r\n"
     if isinstance(value, Exception):
@@ -46,10 +47,10 @@ def _encode(value: Any, protocol: int, simple_string: type, nested: bool = False
     if isinstance(value, int):
         return b":%d\r\n" % value
     if isinstance(value, float):
-        text = repr(value).encode()
+        number = repr(value).encode()
         if protocol == 3:
-            return b",%s\r\n" % text
-        return b"$%d\r\n%s\r\n" % (len(text), text)
+            return b",%s\r\n" % number
+        return b"$%d\r\n%s\r\n" % (len(number), number)
     if isinstance(value, str):
         value = value.encode()
     if isinstance(value, bytes):
@@ -94,7 +95,7 @@ class EmbeddedRedisStream(trio.abc.Stream):
         self._readable = trio.Event()
         self._closed = False
 
-        class _Socket(FakeSocket):  # type: ignore[misc]
+        class _Socket(FakeSocket):
             def _decode_result(self, result: Any) -> Any:
                 # Keep SimpleString so the encoder can tell +OK from $2 OK.
                 if isinstance(result, list):

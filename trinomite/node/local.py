@@ -121,7 +121,7 @@ def _hello(session: Session, args: list[bytes]) -> bytes:
             return r.error(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
     session.protocol = protocol
     session.name = name
-    fields = {
+    fields: dict[bytes, bytes | int | list[bytes]] = {
         b"server": b"redis",
         b"version": REDIS_COMPAT_VERSION.encode(),
         b"proto": protocol,
@@ -131,12 +131,16 @@ def _hello(session: Session, args: list[bytes]) -> bytes:
         b"modules": [],
         b"proxy": f"trinomite-{__version__}".encode(),
     }
-    encoded = {
-        r.bulk(k): r.integer(v) if isinstance(v, int) else r.array([]) if isinstance(v, list)
-        else r.bulk(v)
-        for k, v in fields.items()
-    }
+    encoded = {r.bulk(k): _encode_field(v) for k, v in fields.items()}
     return r.map_reply(encoded, protocol)
+
+
+def _encode_field(value: bytes | int | list[bytes]) -> bytes:
+    if isinstance(value, int):
+        return r.integer(value)
+    if isinstance(value, list):
+        return r.array(r.bulk(v) for v in value)
+    return r.bulk(value)
 
 
 _BAD_NAME = "ERR Client names cannot contain spaces, newlines or special characters."

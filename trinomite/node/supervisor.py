@@ -23,8 +23,8 @@ client's read, wait for clients with requests in flight to get their replies
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,7 +102,6 @@ class Node:
             session,
             self.dispatcher,
             self.limits,
-            self.config.max_client_pipeline,
             self.counters,
             self.clients,
         )
@@ -146,8 +145,8 @@ async def _open_listeners(config: NodeConfig) -> list[trio.SocketListener]:
     address = config.listen
     if isinstance(address, UnixPath):
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if os.path.exists(address.path):
-            os.unlink(address.path)
+        with contextlib.suppress(FileNotFoundError):
+            await trio.Path(address.path).unlink()  # a stale socket file from a previous run
         await sock.bind(address.path)
         sock.listen(config.backlog)
         return [trio.SocketListener(sock)]

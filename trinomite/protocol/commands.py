@@ -42,6 +42,7 @@ import enum
 import attrs
 
 __all__ = [
+    "BY_BYTES",
     "COMMANDS",
     "Access",
     "CommandSpec",
@@ -82,8 +83,7 @@ class CommandSpec:
     route: Route
 
     def arity_ok(self, argc: int) -> bool:
-        arity = self.arity
-        return argc == arity if arity > 0 else argc >= -arity
+        return argc == self.arity if self.arity > 0 else argc >= -self.arity
 
     def is_write(self, args: list[bytes]) -> bool:
         if self.access is Access.WRITE:
@@ -322,17 +322,17 @@ _UNSUPPORTED: dict[str, str] = {
 }
 # Lookup by the raw bytes a client sent, in the two common spellings, so the
 # hot path does not upper/lower-case every command name.
-_BY_BYTES: dict[bytes, CommandSpec] = {}
+BY_BYTES: dict[bytes, CommandSpec] = {}
 for _spec in COMMANDS.values():
-    _BY_BYTES[_spec.name.encode()] = _spec
-    _BY_BYTES[_spec.name.upper().encode()] = _spec
+    BY_BYTES[_spec.name.encode()] = _spec
+    BY_BYTES[_spec.name.upper().encode()] = _spec
 
 
 def lookup(name: bytes) -> CommandSpec | None:
     """The spec for a command name in any letter case, or None."""
-    spec = _BY_BYTES.get(name)
+    spec = BY_BYTES.get(name)
     if spec is None:
-        spec = _BY_BYTES.get(name.lower())
+        spec = BY_BYTES.get(name.lower())
     return spec
 
 

@@ -7,7 +7,11 @@ decode to the same value in most clients but are different replies.  So
 the hot path never decodes a reply; ``ReplyFramer`` only finds where each
 top-level reply ends and hands back that slice of bytes::
 
-    feed(chunk) -> replies() -> [b"+OK\\r\\n", b"$3\\r\\nbar\\r\\n", ...]
+    feed(chunk) -> take(3) -> b"+OK\\r\\n$3\\r\\nbar\\r\\n:1\\r\\n"   (or None: wait)
+
+``take(n)`` returns the next n replies as one slice, because the pool
+matches replies to *runs* of consecutive requests from one client batch;
+``replies()`` splits them one by one for callers that need that.
 
 It understands RESP2 and RESP3 (maps, sets, pushes, attributes, doubles,
 booleans, big numbers, verbatim and blob errors).  An aggregate that is
@@ -42,11 +46,12 @@ __all__ = [
 MAX_DEPTH = 1024
 _CRLF = b"\r\n"
 _COMPACT_AT = 64 * 1024
-_MAX_DIGITS = 20
+#: Longest reply header line (type byte, up to 20 digits, CRLF) accepted.
+_MAX_HEADER = 24
 
 # First bytes of the reply types, grouped by how their length is found.
 _LINE_TYPES = frozenset(b"+-:_,#(")  # one header line only
-_BLOB_TYPES = frozenset(b"$!=")  # header line with a byte length, then the body
+_BLOB_TYPES = frozenset(b"!=")  # length-prefixed bodies; '$' is handled first, apart
 _AGGREGATE_TYPES = frozenset(b"*~>")  # header line with an element count
 _PAIR_TYPES = frozenset(b"%|")  # header line with a pair count
 
@@ -56,73 +61,102 @@ class ReplyProtocolError(Exception):
 
 
 class ReplyFramer:
-    """Splits a datastore's byte stream into complete top-level replies."""
+    """Splits a datastore's byte stream into runs of complete top-level replies."""
 
     def __init__(self, max_bulk_len: int = 512 * 1024 * 1024) -> None:
         self.max_bulk_len = max_bulk_len
         self._buf = bytearray()
-        self._start = 0  # start of the reply being framed
+        self._start = 0  # start of the run being framed
         self._pos = 0  # where scanning resumes
+        self._done = 0  # replies completed in the current run
         self._stack: list[int] = []  # elements still expected, per open aggregate
 
-    def feed(self, data: bytes) -> None:
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned."""
+        return len(self._buf) - self._start
+
+    def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
 
-    def replies(self) -> list[bytes]:
-        """Return every complete reply buffered so far, in order."""
+    def take(self, count: int) -> bytes | None:
+        """The bytes of the next ``count`` replies, or None until all have arrived.
+
+        A call that returns None remembers how far it got; call again with
+        the same ``count`` after feeding more data.
+        """
         buf = self._buf
         end = len(buf)
         pos = self._pos
-        start = self._start
+        done = self._done
         stack = self._stack
-        out: list[bytes] = []
-        while pos < end:
-            if not stack:
-                start = pos
-            kind = buf[pos]
-            nl = buf.find(_CRLF, pos)
-            if nl < 0:
-                if end - pos > 64 * 1024:
-                    raise ReplyProtocolError("reply header line too long")
-                break
-            if kind in _LINE_TYPES:
-                pos = nl + 2
-            elif kind in _BLOB_TYPES:
-                size = _length(buf, pos, nl)
-                if size > self.max_bulk_len:
-                    raise ReplyProtocolError(f"bulk reply of {size} bytes exceeds the limit")
-                if size < 0:
-                    pos = nl + 2
-                else:
-                    stop = nl + 2 + size + 2
-                    if stop > end:
+        max_bulk = self.max_bulk_len
+        try:
+            while done < count and pos < end:
+                kind = buf[pos]
+                nl = buf.find(_CRLF, pos)
+                if nl < 0 or nl - pos > _MAX_HEADER:
+                    if nl < 0 and end - pos <= _MAX_HEADER:
                         break
-                    pos = stop
-            elif kind in _AGGREGATE_TYPES or kind in _PAIR_TYPES:
-                count = _length(buf, pos, nl)
-                if kind in _PAIR_TYPES:
-                    count *= 2
-                    if kind == 0x7C:  # '|' attribute: the real reply follows it
-                        count += 1
-                pos = nl + 2
-                if count > 0:
-                    if len(stack) >= MAX_DEPTH:
-                        raise ReplyProtocolError("reply nesting too deep")
-                    stack.append(count)
-                    continue
-            else:
-                raise ReplyProtocolError(f"unexpected reply type byte {kind!r}")
-            # One element is complete; close every aggregate it completes.
-            while stack:
-                stack[-1] -= 1
-                if stack[-1]:
-                    break
-                stack.pop()
-            if not stack:
-                out.append(bytes(buf[start:pos]))
+                    raise ReplyProtocolError("reply header line too long")
+                if kind == 0x24:  # '$', the most common reply element
+                    size = int(buf[pos + 1 : nl])
+                    if size < 0:
+                        pos = nl + 2
+                    elif size > max_bulk:
+                        raise ReplyProtocolError(f"bulk reply of {size} bytes is over the limit")
+                    elif nl + size + 4 > end:
+                        break
+                    else:
+                        pos = nl + size + 4
+                elif kind in _LINE_TYPES:
+                    pos = nl + 2
+                elif kind in _AGGREGATE_TYPES or kind in _PAIR_TYPES:
+                    if kind == 0x3E and not stack:
+                        raise ReplyProtocolError("unexpected out-of-band push reply")
+                    size = int(buf[pos + 1 : nl])
+                    if kind in _PAIR_TYPES:
+                        size = 2 * size + (kind == 0x7C)  # '|' attribute: the reply follows
+                    pos = nl + 2
+                    if size > 0:
+                        if len(stack) >= MAX_DEPTH:
+                            raise ReplyProtocolError("reply nesting too deep")
+                        stack.append(size)
+                        continue
+                elif kind in _BLOB_TYPES:  # '!' blob error, '=' verbatim string
+                    size = int(buf[pos + 1 : nl])
+                    if size > max_bulk or size < 0:
+                        raise ReplyProtocolError(f"bad blob length {size}")
+                    if nl + size + 4 > end:
+                        break
+                    pos = nl + size + 4
+                else:
+                    raise ReplyProtocolError(f"unexpected reply type byte {kind!r}")
+                # One element is complete; close every aggregate it completes.
+                while stack:
+                    stack[-1] -= 1
+                    if stack[-1]:
+                        break
+                    stack.pop()
+                if not stack:
+                    done += 1
+        except ValueError:
+            raise ReplyProtocolError(f"bad length in reply header at offset {pos}") from None
         self._pos = pos
-        self._start = start if stack else pos
+        if done < count:
+            self._done = done
+            return None
+        run = bytes(buf[self._start : pos])
+        self._done = 0
+        self._start = pos
         self._compact()
+        return run
+
+    def replies(self) -> list[bytes]:
+        """Every complete reply buffered so far, one ``bytes`` each."""
+        out: list[bytes] = []
+        while (reply := self.take(1)) is not None:
+            out.append(reply)
         return out
 
     def _compact(self) -> None:
@@ -132,18 +166,8 @@ class ReplyFramer:
             self._start = self._pos = 0
         elif start >= _COMPACT_AT:
             del self._buf[:start]
-            self._start -= start
+            self._start = 0
             self._pos -= start
-
-
-def _length(buf: bytearray, pos: int, nl: int) -> int:
-    digits = buf[pos + 1 : nl]
-    if len(digits) > _MAX_DIGITS:
-        raise ReplyProtocolError("reply length too long")
-    try:
-        return int(digits)
-    except ValueError:
-        raise ReplyProtocolError(f"bad reply length {bytes(digits)!r}") from None
 
 
 def is_error(reply: bytes) -> bool:

@@ -33,9 +33,21 @@ datastore or peer always sees one wire format).
 
 from __future__ import annotations
 
-import attrs
+import re
 
-__all__ = ["Limits", "ProtocolError", "Request", "RequestParser", "encode_command"]
+import attrs
+import hiredis
+
+from .inline import split_inline
+
+__all__ = [
+    "Limits",
+    "ProtocolError",
+    "PyRequestParser",
+    "Request",
+    "RequestParser",
+    "encode_command",
+]
 
 _STAR = 42  # '*'
 _DOLLAR = 36  # '$'
@@ -98,8 +110,8 @@ def encode_command(args: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-class RequestParser:
-    """Incremental, bounded parser of one client connection's request stream."""
+class PyRequestParser:
+    """Pure-Python incremental, bounded parser (exact errors, any split)."""
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -122,7 +134,12 @@ class RequestParser:
         """Bytes received and not yet returned as requests."""
         return len(self._buf) - self._start
 
-    def feed(self, data: bytes) -> None:
+    @property
+    def at_boundary(self) -> bool:
+        """True when no partial request is buffered."""
+        return self._start >= len(self._buf) and self._need == 0
+
+    def feed(self, data: bytes | bytearray) -> None:
         if self.error is None:
             self._buf += data
 
@@ -218,9 +235,8 @@ class RequestParser:
             stop = pos + bulk
             if stop + 2 > end:
                 break
-            if buf[stop : stop + 2] != _CRLF:
-                self._fail("expected CRLF after bulk argument")
-                return False
+            # Like Redis and hiredis, the two bytes after a bulk are skipped,
+            # not checked, so every parser in the path agrees on framing.
             args.append(bytes(buf[pos:stop]))
             pos = stop + 2
             bulk = -1
@@ -276,67 +292,100 @@ class RequestParser:
         self._start = 0
 
 
-_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-_SPACE = frozenset(b" \n\r\t\v\f\0")
+#: A multibulk count of 7+ digits: hiredis would preallocate a list for it,
+#: so a round containing one is parsed by the bounded Python parser instead.
+_HUGE_COUNT = re.compile(rb"\*\+?\d{7}")
 
 
-def split_inline(line: bytes) -> list[bytes] | None:
-    """Split an inline command line as Redis's ``sdssplitargs`` does.
+class RequestParser:
+    """The parser a client connection uses: hiredis speed, Python exactness.
 
-    Supports ``"double quoted"`` strings with ``\\n``, ``\\xHH`` and friends,
-    and ``'single quoted'`` strings with ``\\'``.  Returns None for unbalanced
-    quotes (or a closing quote not followed by a space).
+    Each round (one ``feed`` followed by ``parse``) starts at a request
+    boundary.  When the round's bytes are complete, well-formed multibulk
+    requests (the common case), hiredis parses them in C and ``blob`` is
+    exactly those bytes, ready to forward unchanged.  Anything else (a
+    request split across rounds, inline commands, protocol errors, huge
+    counts) is parsed from the start of the round by ``PyRequestParser``,
+    which enforces every limit and produces Redis's exact error messages;
+    the connection returns to the fast path at the next boundary.
+
+    ``parse`` returns argument lists; ``blob`` is the RESP multibulk
+    encoding of all of them, in order.
     """
-    if b'"' not in line and b"'" not in line:
-        return line.split()
-    args: list[bytes] = []
-    i, n = 0, len(line)
-    while True:
-        while i < n and line[i] in _SPACE:
-            i += 1
-        if i >= n:
-            return args
-        current = bytearray()
-        quote = 0
-        while True:
-            if i >= n:
-                if quote:
-                    return None
-                break
-            c = line[i]
-            if quote == 0x22:  # inside "..."
-                if c == 0x5C and i + 3 < n and line[i + 1] == 0x78 and (
-                    line[i + 2] in _HEX and line[i + 3] in _HEX
-                ):
-                    current.append(int(line[i + 2 : i + 4], 16))
-                    i += 3
-                elif c == 0x5C and i + 1 < n:
-                    i += 1
-                    current += _ESCAPES.get(line[i], bytes((line[i],)))
-                elif c == 0x22:
-                    if i + 1 < n and line[i + 1] not in _SPACE:
-                        return None
-                    i += 1
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.blob = b""
+        self._slow: PyRequestParser | None = None
+        self._chunks: list[bytes] = []
+
+    @property
+    def error(self) -> ProtocolError | None:
+        return self._slow.error if self._slow is not None else None
+
+    @property
+    def buffered(self) -> int:
+        if self._slow is not None:
+            return self._slow.buffered
+        return sum(len(c) for c in self._chunks)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        if self._slow is not None:
+            self._slow.feed(data)
+        else:
+            self._chunks.append(bytes(data))
+
+    def parse(self) -> list[list[bytes]]:
+        if self._slow is None:
+            fast = self._parse_fast()
+            if fast is not None:
+                return fast
+        return self._parse_slow()
+
+    def _parse_fast(self) -> list[list[bytes]] | None:
+        chunks = self._chunks
+        if not chunks:
+            self.blob = b""
+            return []
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if data[0] != _STAR or _HUGE_COUNT.search(data) is not None:
+            self._to_slow(data)
+            return None
+        reader = hiredis.Reader()
+        reader.feed(data)
+        out: list[list[bytes]] = []
+        try:
+            while True:
+                args = reader.gets()
+                if args is False:
                     break
-                else:
-                    current.append(c)
-            elif quote == 0x27:  # inside '...'
-                if c == 0x5C and i + 1 < n and line[i + 1] == 0x27:
-                    i += 1
-                    current.append(0x27)
-                elif c == 0x27:
-                    if i + 1 < n and line[i + 1] not in _SPACE:
-                        return None
-                    i += 1
-                    break
-                else:
-                    current.append(c)
-            elif c in _SPACE:
-                break
-            elif c in (0x22, 0x27):
-                quote = c
-            else:
-                current.append(c)
-            i += 1
-        args.append(bytes(current))
+                b"".join(args)  # TypeError unless a flat list of bulk strings
+                if args:
+                    out.append(args)
+            # hiredis does not say whether it stopped at a boundary or inside
+            # a request.  A simple-string sentinel tells: only at a boundary
+            # does it come back as a top-level bytes value of its own.
+            reader.feed(b"+\r\n")
+            if reader.gets() != b"":
+                self._to_slow(data)
+                return None
+        except (hiredis.ProtocolError, TypeError):
+            self._to_slow(data)
+            return None
+        chunks.clear()
+        self.blob = data
+        return out
+
+    def _to_slow(self, data: bytes) -> None:
+        self._chunks = []
+        slow = self._slow = PyRequestParser(self.limits)
+        slow.feed(data)
+
+    def _parse_slow(self) -> list[list[bytes]]:
+        slow = self._slow
+        assert slow is not None
+        requests = slow.parse()
+        self.blob = b"".join([r.raw for r in requests])
+        if slow.error is None and slow.at_boundary:
+            self._slow = None
+        return [r.args for r in requests]

@@ -1,0 +1,63 @@
+"""Shared fixtures: real redis-server processes and in-process nodes.
+
+Every server listens on an ephemeral loopback port.  Nodes run inside the
+test's own Trio run (pytest-trio), started with ``open_node`` on port 0.
+Blocking clients (redis-py, redis-cli) run in threads via ``in_thread``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import redis
+import trio
+
+from trinomite import DatastoreSpec, HostPort, Node, NodeConfig, open_node
+from trinomite.testing import RedisServer
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking client call without blocking the node's Trio loop."""
+    return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def node_config(datastore: DatastoreSpec, **overrides: Any) -> NodeConfig:
+    """A single-node config on an ephemeral port in front of ``datastore``."""
+    return NodeConfig(listen=HostPort("127.0.0.1", 0), servers=(datastore,), **overrides)
+
+
+def client_for(node: Node, **kwargs: Any) -> redis.Redis:
+    address = node.client_address
+    assert isinstance(address, HostPort)
+    kwargs.setdefault("socket_timeout", 10)
+    return redis.Redis(host=address.host, port=address.port, **kwargs)
+
+
+@pytest.fixture
+def redis_backend() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def redis_node(redis_backend: RedisServer) -> AsyncIterator[Node]:
+    """A node in front of a real redis-server."""
+    config = node_config(DatastoreSpec.tcp(redis_backend.host, redis_backend.port))
+    async with open_node(config) as node:
+        yield node
+
+
+@pytest.fixture
+async def embedded_node() -> AsyncIterator[Node]:
+    """A node in front of the embedded datastore."""
+    async with open_node(node_config(DatastoreSpec.embedded())) as node:
+        yield node

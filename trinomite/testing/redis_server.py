@@ -1,0 +1,116 @@
+"""Start and stop real ``redis-server`` processes on ephemeral loopback ports.
+
+Theory of operation
+-------------------
+Tests and examples need real datastores, never fixed ports.  A port is
+chosen by binding a socket to ``127.0.0.1:0`` and releasing it; the server
+is started on it with persistence off and waited for (bounded) until it
+answers PING.  If another process grabbed the port in between, the start is
+retried on a fresh port.  ``stop()`` and ``start()`` keep the port, so a
+test can kill a datastore and bring it back at the same address to check
+that a node reconnects by itself.
+
+This module spawns processes with ``subprocess`` and polls with short,
+bounded waits; it is test and example tooling, not part of a node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+__all__ = ["RedisServer", "free_port", "redis_server"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers_ping(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server process; ``start()``/``stop()`` may be repeated."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.host = host
+        self.port = port or free_port(host)
+        self._dir = tempfile.mkdtemp(prefix="trinomite-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server (on the same port as before) and wait until it answers."""
+        for _attempt in range(3):
+            self._process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port", str(self.port),
+                    "--bind", self.host,
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", self._dir,
+                    "--daemonize", "no",
+                    "--protected-mode", "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    break  # exited: most likely the port was taken
+                if _answers_ping(self.host, self.port):
+                    return
+                time.sleep(0.02)
+            self.stop()
+            self.port = free_port(self.host)
+        raise RuntimeError(f"redis-server did not start on {self.address}")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: like a crash) and wait for it to exit."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server(host: str = "127.0.0.1") -> Iterator[RedisServer]:
+    """A running redis-server for the duration of the block."""
+    server = RedisServer(host)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
