@@ -8,6 +8,9 @@ Public API (re-exports only)::
 """
 
 from ._version import __version__ as __version__
+from .config import ConfigError as ConfigError
+from .config import load_config as load_config
+from .config import parse_config as parse_config
 from .config.model import Consistency as Consistency
 from .config.model import DatastoreSpec as DatastoreSpec
 from .config.model import HostPort as HostPort
@@ -18,6 +21,7 @@ from .node import open_node as open_node
 from .node import serve_node as serve_node
 
 __all__ = [
+    "ConfigError",
     "Consistency",
     "DatastoreSpec",
     "HostPort",
@@ -25,6 +29,8 @@ __all__ = [
     "NodeConfig",
     "UnixPath",
     "__version__",
+    "load_config",
     "open_node",
+    "parse_config",
     "serve_node",
 ]

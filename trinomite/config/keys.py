@@ -179,8 +179,8 @@ def number(
     return Parser(span, convert, bounds=(lo, hi))
 
 
-def milliseconds(lo: int = 1) -> Parser:
-    return number(lo, INT_MAX, "milliseconds")
+def milliseconds() -> Parser:
+    return number(1, INT_MAX, "milliseconds")
 
 
 def _flag(text: str) -> bool:

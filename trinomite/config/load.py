@@ -232,7 +232,7 @@ def _describe(raw: object) -> str:
         if not raw:
             return "an empty value"
         text = raw if len(raw) <= 80 else raw[:77] + "..."
-        return "'" + text.encode("unicode_escape").decode("ascii") + "'"
+        return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "'"
     if isinstance(raw, dict):
         return "a mapping"
     if isinstance(raw, list):

@@ -10,9 +10,10 @@ for each in the handler nursery it is given.  Each client task loops::
 
 so a client costs one task, not one per request, and a pipeline of N
 requests costs one receive, one wait and one send.  Pipelines are bounded:
-at most ``max_client_pipeline`` requests are executed per round; the rest
-wait in the parser's buffer, and the socket is not read again until they
-are answered, which is the backpressure a slow reader needs.
+at most ``max_client_pipeline`` requests are in flight at once (a longer
+pipeline from one receive is executed in slices), and the socket is not
+read again until a round is answered, which is the backpressure a slow
+reader needs.
 
 Failure handling: a framing error is answered with Redis's
 ``-ERR Protocol error: ...`` line, then the connection closes (the stream
@@ -87,6 +88,7 @@ class ClientConnection:
         session: Session,
         dispatcher: Dispatcher,
         limits: Limits,
+        max_pipeline: int,
         counters: ClientCounters,
         registry: ClientRegistry,
     ) -> None:
@@ -96,6 +98,7 @@ class ClientConnection:
         self.session = session
         self.dispatcher = dispatcher
         self.parser = RequestParser(limits)
+        self.max_pipeline = max_pipeline
         self.counters = counters
         self.reading = False
         self.draining = False
@@ -117,7 +120,7 @@ class ClientConnection:
 
     async def _serve(self) -> None:
         stream, parser, session = self.stream, self.parser, self.session
-        dispatcher = self.dispatcher
+        dispatcher, max_pipeline = self.dispatcher, self.max_pipeline
         while True:
             if self.draining:
                 return
@@ -131,11 +134,19 @@ class ClientConnection:
                 return
             parser.feed(data)
             requests = parser.parse()
-            if requests:
-                self.counters.client_requests += len(requests)
-                await stream.send_all(await dispatcher.execute(session, requests, parser.blob))
-                if session.closing:
-                    return
+            self.counters.client_requests += len(requests)
+            if len(requests) <= max_pipeline:
+                if requests:
+                    await stream.send_all(await dispatcher.execute(session, requests, parser.blob))
+            else:
+                # Bounded in-flight work: execute a long pipeline in slices.
+                for i in range(0, len(requests), max_pipeline):
+                    part = requests[i : i + max_pipeline]
+                    await stream.send_all(await dispatcher.execute(session, part, None))
+                    if session.closing:
+                        break
+            if session.closing:
+                return
             if parser.error is not None:
                 self.counters.client_err += 1
                 await stream.send_all(parser.error.reply)

@@ -63,8 +63,10 @@ class Dispatcher:
         self.timeout = pool.connections[0].timeout if pool.connections else 5.0
         self.draining = False
 
-    async def execute(self, session: Session, requests: list[list[bytes]], blob: bytes) -> bytes:
-        """Replies to ``requests`` (whose exact encoding is ``blob``), in order."""
+    async def execute(
+        self, session: Session, requests: list[list[bytes]], blob: bytes | None
+    ) -> bytes:
+        """Replies to ``requests`` (whose exact encoding is ``blob``, if known), in order."""
         batch = Batch()
         parts: list[bytes | Slot] = []
         deadline = trio.current_time() + self.timeout

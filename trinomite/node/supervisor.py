@@ -102,6 +102,7 @@ class Node:
             session,
             self.dispatcher,
             self.limits,
+            self.config.max_client_pipeline,
             self.counters,
             self.clients,
         )

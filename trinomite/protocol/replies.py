@@ -46,8 +46,10 @@ __all__ = [
 MAX_DEPTH = 1024
 _CRLF = b"\r\n"
 _COMPACT_AT = 64 * 1024
-#: Longest reply header line (type byte, up to 20 digits, CRLF) accepted.
+#: Longest length header (type byte and up to 20 digits) accepted.
 _MAX_HEADER = 24
+#: Longest single-line reply (status, error, big number) accepted.
+_MAX_LINE = 1024 * 1024
 
 # First bytes of the reply types, grouped by how their length is found.
 _LINE_TYPES = frozenset(b"+-:_,#(")  # one header line only
@@ -95,11 +97,15 @@ class ReplyFramer:
             while done < count and pos < end:
                 kind = buf[pos]
                 nl = buf.find(_CRLF, pos)
-                if nl < 0 or nl - pos > _MAX_HEADER:
-                    if nl < 0 and end - pos <= _MAX_HEADER:
-                        break
-                    raise ReplyProtocolError("reply header line too long")
-                if kind == 0x24:  # '$', the most common reply element
+                if nl < 0:
+                    if end - pos > _MAX_LINE:
+                        raise ReplyProtocolError("reply line too long")
+                    break
+                if kind in _LINE_TYPES:
+                    pos = nl + 2
+                elif nl - pos > _MAX_HEADER:
+                    raise ReplyProtocolError("reply length header too long")
+                elif kind == 0x24:  # '$', the most common reply element
                     size = int(buf[pos + 1 : nl])
                     if size < 0:
                         pos = nl + 2
@@ -109,8 +115,6 @@ class ReplyFramer:
                         break
                     else:
                         pos = nl + size + 4
-                elif kind in _LINE_TYPES:
-                    pos = nl + 2
                 elif kind in _AGGREGATE_TYPES or kind in _PAIR_TYPES:
                     if kind == 0x3E and not stack:
                         raise ReplyProtocolError("unexpected out-of-band push reply")

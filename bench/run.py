@@ -1,0 +1,427 @@
+# Theory of operation: one run of this script starts every target from scratch
+# (each with its own redis-server on a free loopback port), then drives them
+# all with redis-benchmark, interleaved: round 1 runs every target in every
+# pipelining mode, then round 2, ... and the target order rotates per round so
+# no target always runs first or last. Interleaving spreads machine noise
+# (thermal, other jobs) over all targets instead of letting it bias one.
+# Per cell (target x test x mode) it reports the median over rounds plus
+# min/max, and ratios of medians to "direct" and "twemproxy". Peak RSS
+# (VmHWM) of every proxy process is read from /proc before it is stopped.
+#
+# A target is a function `start(lab) -> port`: it starts its processes through
+# the Lab (which records them for cleanup) and returns the RESP port to bench.
+# To add one, write such a function and register it in TARGETS.
+# Everything runs on 127.0.0.1; every wait and subprocess is bounded in time.
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 20.0  # seconds for a process to answer PING
+BENCH_TIMEOUT = 300.0  # seconds for one redis-benchmark invocation
+STOP_TIMEOUT = 5.0  # seconds between terminate and kill
+MODES = {"P1": 1, "P16": 16}
+TESTS = ("SET", "GET")
+
+
+def free_port() -> int:
+    """A currently free loopback port (bind to :0, read it, close)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def ping(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as s:
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    watch_rss: bool
+
+
+@dataclass
+class Lab:
+    """Owns a temp dir and every process started for the run."""
+
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+    rss: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.workdir / name
+        path.write_text(text)
+        return path
+
+    def spawn(self, name: str, argv: list[str], *, watch_rss: bool = False) -> Proc:
+        log = self.workdir / f"{name}.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                env=env,
+            )
+        proc = Proc(name, popen, log, watch_rss)
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, proc: Proc, port: int, timeout: float = READY_TIMEOUT) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}){tail(proc)}")
+            if ping(port):
+                return port
+            time.sleep(0.1)
+        raise RuntimeError(f"{proc.name} did not answer PING on :{port} in {timeout}s{tail(proc)}")
+
+    def start_redis(self, name: str) -> int:
+        port = free_port()
+        argv = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        return self.wait_ready(self.spawn(name, argv), port)
+
+    def read_rss(self) -> None:
+        for proc in self.procs:
+            if proc.watch_rss and proc.popen.poll() is None:
+                self.rss[proc.name] = proc_status_kb(proc.popen.pid)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.popen.poll() is None:
+                proc.popen.terminate()
+        for proc in reversed(self.procs):
+            try:
+                proc.popen.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(STOP_TIMEOUT)
+
+
+def tail(proc: Proc, lines: int = 15) -> str:
+    try:
+        text = proc.log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n  | " + "\n  | ".join(text) if text else ""
+
+
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """VmHWM (peak RSS) and VmRSS in kB from /proc/PID/status."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def yaml_block(root: str, items: dict[str, str | int | list[str]]) -> str:
+    """Tiny YAML emitter for flat configs (scalars and lists of scalars)."""
+    lines = [f"{root}:"]
+    for key, value in items.items():
+        if isinstance(value, list):
+            lines.append(f"  {key}:")
+            lines.extend(f"  - {v}" for v in value)
+        else:
+            lines.append(f"  {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+# ---- targets ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    datastore_connections: int
+
+
+def start_direct(lab: Lab, opts: Options) -> int:
+    return lab.start_redis("redis-direct")
+
+
+def start_twemproxy(lab: Lab, opts: Options) -> int:
+    backend, port = lab.start_redis("redis-twemproxy"), free_port()
+    conf = yaml_block(
+        "bench",
+        {
+            "listen": f"{HOST}:{port}",
+            "hash": "fnv1a_64",
+            "distribution": "ketama",
+            "redis": "true",
+            "timeout": 5000,
+            "preconnect": "true",
+            "auto_eject_hosts": "false",
+            "server_connections": opts.datastore_connections,
+            "servers": [f"{HOST}:{backend}:1"],
+        },
+    )
+    argv = [
+        "nutcracker",
+        "-c",
+        str(lab.write("twemproxy.yml", conf)),
+        "-s",
+        str(free_port()),
+        "-a",
+        HOST,
+        "-o",
+        str(lab.workdir / "nutcracker.out"),
+    ]
+    return lab.wait_ready(lab.spawn("twemproxy", argv, watch_rss=True), port)
+
+
+def start_trinomite_node(lab: Lab, name: str, items: dict[str, str | int | list[str]]) -> int:
+    """Start `python -m trinomite` on a generated Dynomite-style config."""
+    port = free_port()
+    conf = yaml_block(
+        "dyn_o_mite",
+        {
+            "listen": f"{HOST}:{port}",
+            "dyn_listen": f"{HOST}:{free_port()}",
+            "stats_listen": f"{HOST}:{free_port()}",
+            **items,
+        },
+    )
+    argv = [sys.executable, "-m", "trinomite", str(lab.write(f"{name}.yml", conf))]
+    return lab.wait_ready(lab.spawn(name, argv, watch_rss=True), port)
+
+
+def start_trinomite(lab: Lab, opts: Options) -> int:
+    backend = lab.start_redis("redis-trinomite")
+    return start_trinomite_node(
+        lab,
+        "trinomite",
+        {
+            "servers": [f"{HOST}:{backend}:1"],
+            "tokens": "'0'",
+            "data_store": 0,
+            "datastore_connections": opts.datastore_connections,
+        },
+    )
+
+
+def start_naive(lab: Lab, opts: Options) -> int:
+    backend, port = lab.start_redis("redis-naive"), free_port()
+    script = str(REPO / "bench" / "naive_forwarder.py")
+    proc = lab.spawn("naive", [sys.executable, script, str(port), str(backend)], watch_rss=True)
+    return lab.wait_ready(proc, port)
+
+
+Starter = Callable[[Lab, Options], int]
+TARGETS: dict[str, Starter] = {
+    "direct": start_direct,
+    "twemproxy": start_twemproxy,
+    "trinomite": start_trinomite,
+    "naive": start_naive,
+}
+
+# ---- measuring -------------------------------------------------------------
+
+
+def redis_benchmark(port: int, requests: int, clients: int, pipeline: int) -> dict[str, dict]:
+    argv = [
+        "redis-benchmark",
+        "-h",
+        HOST,
+        "-p",
+        str(port),
+        "-t",
+        "set,get",
+        "-n",
+        str(requests),
+        "-c",
+        str(clients),
+        "-P",
+        str(pipeline),
+        "--csv",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=BENCH_TIMEOUT, check=True)
+    rows: dict[str, dict] = {}
+    header: list[str] = []
+    for line in done.stdout.splitlines():
+        cells = [c.strip('"') for c in line.split(",")]
+        if cells[0] == "test":
+            header = cells
+        elif header and cells[0] in TESTS:
+            rows[cells[0]] = {k: float(v) for k, v in zip(header[1:], cells[1:], strict=True)}
+    if set(rows) != set(TESTS):
+        raise RuntimeError(f"unexpected redis-benchmark output:\n{done.stdout}{done.stderr}")
+    return rows
+
+
+def run_rounds(ports: dict[str, int], args: argparse.Namespace) -> list[dict]:
+    samples: list[dict] = []
+    names = list(ports)
+    for rnd in range(args.rounds):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            for mode, depth in MODES.items():
+                rows = redis_benchmark(ports[name], args.requests, args.clients, depth)
+                for test, row in rows.items():
+                    samples.append(
+                        {"round": rnd + 1, "target": name, "mode": mode, "test": test, **row}
+                    )
+                got = "  ".join(f"{t} {rows[t]['rps']:>10,.0f}" for t in TESTS)
+                print(f"  round {rnd + 1}  {name:<10} {mode:<4} {got}", flush=True)
+    return samples
+
+
+def summarise(samples: list[dict], names: list[str]) -> list[dict]:
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for s in samples:
+        cells.setdefault((s["target"], s["test"], s["mode"]), []).append(s["rps"])
+    summary = []
+    for name in names:
+        for test in TESTS:
+            for mode in MODES:
+                rps = cells[(name, test, mode)]
+                row = {
+                    "target": name,
+                    "test": test,
+                    "mode": mode,
+                    "median": statistics.median(rps),
+                    "min": min(rps),
+                    "max": max(rps),
+                    "n": len(rps),
+                }
+                for ref in ("direct", "twemproxy"):
+                    if (ref, test, mode) in cells:
+                        row[f"vs_{ref}"] = row["median"] / statistics.median(
+                            cells[(ref, test, mode)]
+                        )
+                summary.append(row)
+    return summary
+
+
+def print_table(summary: list[dict], rss: dict[str, dict[str, int]], quick: bool) -> None:
+    print()
+    if quick:
+        print("*** QUICK RUN: tiny -n, one round. NOT a real measurement. ***")
+    head = f"{'target':<10} {'test':<4} {'mode':<4} {'median req/s':>13} {'min':>11} {'max':>11}"
+    print(f"{head} {'vs direct':>9} {'vs twem':>8}")
+    for r in summary:
+        ratios = "".join(
+            f" {r[k]:>8.2f}x" if k in r else f" {'-':>9}" for k in ("vs_direct", "vs_twemproxy")
+        )
+        print(
+            f"{r['target']:<10} {r['test']:<4} {r['mode']:<4} {r['median']:>13,.0f} "
+            f"{r['min']:>11,.0f} {r['max']:>11,.0f}{ratios}"
+        )
+    if rss:
+        print("\npeak RSS (VmHWM) of proxy processes:")
+        for name, kb in rss.items():
+            print(f"  {name:<12} {kb.get('VmHWM', 0) / 1024:8.1f} MiB")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__ or "trinomite benchmark")
+    p.add_argument(
+        "--targets",
+        default="direct,twemproxy,trinomite,naive",
+        help=f"comma-separated subset of {','.join(TARGETS)}",
+    )
+    p.add_argument(
+        "--naive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include the naive Trio forwarder yardstick (default on)",
+    )
+    p.add_argument("-n", "--requests", type=int, default=200_000)
+    p.add_argument("-c", "--clients", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3)")
+    p.add_argument(
+        "--datastore-connections",
+        type=int,
+        default=1,
+        help="backend connections: trinomite datastore_connections "
+        "and twemproxy server_connections",
+    )
+    p.add_argument("--quick", action="store_true", help="-n 20000, 1 round; smoke test only")
+    p.add_argument("--json", type=Path, help="write all raw figures to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.requests, args.rounds = 20_000, 1
+    elif args.rounds < 3:
+        p.error("--rounds must be at least 3 (use --quick for a smoke run)")
+    names = [t for t in args.targets.split(",") if t and (args.naive or t != "naive")]
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown or not names:
+        p.error(f"unknown targets {unknown}; choose from {','.join(TARGETS)}")
+    args.names = list(dict.fromkeys(names))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("redis-server", "redis-benchmark", "nutcracker"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found on PATH")
+    opts = Options(datastore_connections=args.datastore_connections)
+    lab = Lab(Path(tempfile.mkdtemp(prefix="trinomite-bench-")))
+    try:
+        ports = {name: TARGETS[name](lab, opts) for name in args.names}
+        print(
+            f"targets up: {ports}; -n {args.requests} -c {args.clients}, {args.rounds} round(s)",
+            flush=True,
+        )
+        samples = run_rounds(ports, args)
+        lab.read_rss()
+    finally:
+        lab.stop_all()
+        shutil.rmtree(lab.workdir, ignore_errors=True)
+    summary = summarise(samples, args.names)
+    print_table(summary, lab.rss, args.quick)
+    if args.json:
+        config = {k: v for k, v in vars(args).items() if k != "json"}
+        report = {
+            "config": config,
+            "quick": args.quick,
+            "samples": samples,
+            "summary": summary,
+            "rss_kb": lab.rss,
+        }
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

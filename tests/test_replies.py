@@ -1,0 +1,148 @@
+"""Reply framing: RESP2 and RESP3 replies are returned byte for byte, in runs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trinomite.protocol import replies as r
+from trinomite.protocol.replies import MAX_DEPTH, ReplyFramer, ReplyProtocolError
+
+REPLIES = [
+    b"+OK\r\n",
+    b"-ERR unknown command\r\n",
+    b":42\r\n",
+    b"$3\r\nbar\r\n",
+    b"$-1\r\n",
+    b"$0\r\n\r\n",
+    b"$4\r\na\r\nb\r\n",  # CRLF inside a bulk
+    b"*-1\r\n",
+    b"*0\r\n",
+    b"*3\r\n$1\r\na\r\n:1\r\n*2\r\n+x\r\n$-1\r\n",
+    b"_\r\n",  # RESP3 null
+    b",3.14\r\n",
+    b"#t\r\n",
+    b"(3492890328409238509324850943850943825024385\r\n",
+    b"=15\r\ntxt:Some string\r\n",
+    b"!21\r\nSYNTAX invalid syntax\r\n",
+    b"%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n",
+    b"~3\r\n+a\r\n+b\r\n+c\r\n",
+    b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n$3\r\nval\r\n",  # attribute + reply
+    b"*2\r\n%1\r\n+k\r\n~1\r\n:1\r\n*0\r\n",
+]
+STREAM = b"".join(REPLIES)
+
+
+def test_replies_one_by_one():
+    framer = ReplyFramer()
+    framer.feed(STREAM)
+    assert framer.replies() == REPLIES
+    assert framer.buffered == 0
+
+
+@pytest.mark.parametrize("split", range(1, len(STREAM)))
+def test_any_split(split):
+    framer = ReplyFramer()
+    framer.feed(STREAM[:split])
+    got = framer.replies()
+    framer.feed(STREAM[split:])
+    got += framer.replies()
+    assert got == REPLIES
+
+
+def test_byte_by_byte_runs():
+    framer = ReplyFramer()
+    runs = []
+    pending = [3, 5, len(REPLIES) - 8]
+    for byte in STREAM:
+        framer.feed(bytes((byte,)))
+        while pending and (run := framer.take(pending[0])) is not None:
+            runs.append(run)
+            pending.pop(0)
+    assert runs == [
+        b"".join(REPLIES[:3]),
+        b"".join(REPLIES[3:8]),
+        b"".join(REPLIES[8:]),
+    ]
+
+
+def test_large_array_in_pieces_is_scanned_once():
+    elements = 50_000
+    stream = b"*%d\r\n" % elements + b"$5\r\nvalue\r\n" * elements
+    framer = ReplyFramer()
+    result = None
+    for i in range(0, len(stream), 4096):
+        framer.feed(stream[i : i + 4096])
+        result = framer.take(1)
+        if result is None:
+            # The scan position only moves forward: nothing already scanned is
+            # scanned again when the next piece arrives.
+            assert framer._pos >= min(i, len(stream) - 4096) - 16
+    assert result == stream
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"?what\r\n",
+        b"$abc\r\n",
+        b"*" + b"1" * 30 + b"\r\n",
+        b">1\r\n+pushed\r\n",
+        b"*1\r\n" * (MAX_DEPTH + 1),
+    ],
+)
+def test_protocol_errors(bad):
+    framer = ReplyFramer()
+    framer.feed(bad)
+    with pytest.raises(ReplyProtocolError):
+        framer.take(1)
+
+
+def test_bulk_over_limit():
+    framer = ReplyFramer(max_bulk_len=10)
+    framer.feed(b"$11\r\n")
+    with pytest.raises(ReplyProtocolError):
+        framer.take(1)
+
+
+def test_encoders():
+    assert r.simple("OK") == b"+OK\r\n"
+    assert r.error("ERR bad\r\nthing") == b"-ERR bad  thing\r\n"
+    assert r.integer(-3) == b":-3\r\n"
+    assert r.bulk(b"ab") == b"$2\r\nab\r\n"
+    assert r.bulk(None) == b"$-1\r\n"
+    assert r.bulk(None, protocol=3) == b"_\r\n"
+    assert r.array([r.integer(1), r.bulk("x")]) == b"*2\r\n:1\r\n$1\r\nx\r\n"
+    pairs = {r.bulk("a"): r.integer(1)}
+    assert r.map_reply(pairs, 2) == b"*2\r\n$1\r\na\r\n:1\r\n"
+    assert r.map_reply(pairs, 3) == b"%1\r\n$1\r\na\r\n:1\r\n"
+    assert r.is_error(b"-ERR x\r\n")
+    assert r.is_error(b"!3\r\nERR\r\n")
+    assert not r.is_error(b"+OK\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(min_value=1, max_value=64))
+def test_random_bytes_frame_or_error(data, chunk):
+    """Random bytes give replies or ReplyProtocolError, never anything else."""
+    framer = ReplyFramer(max_bulk_len=1000)
+    try:
+        for i in range(0, len(data), chunk):
+            framer.feed(data[i : i + chunk])
+            framer.replies()
+    except ReplyProtocolError:
+        return
+    assert framer.buffered <= len(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(REPLIES), max_size=30), st.integers(min_value=1, max_value=40))
+def test_random_reply_sequences(sequence, chunk):
+    stream = b"".join(sequence)
+    framer = ReplyFramer()
+    got: list[bytes] = []
+    for i in range(0, len(stream), chunk):
+        framer.feed(stream[i : i + chunk])
+        got += framer.replies()
+    assert got == sequence
