@@ -16,12 +16,17 @@ Replies are encoded here, not by fakeredis's TCP server, because that one
 turns every top-level bulk string into a simple string; this encoder keeps
 ``+OK`` and ``$2\\r\\nOK`` apart exactly as Redis does.
 
+``CONFIG GET`` is answered from ``EMBEDDED_CONFIG`` and ``INFO`` with a
+short server/keyspace section (the engine has neither), so tools that probe
+them first keep working.
+
 Blocking commands are refused before they reach the datastore (see the
 command table), so running the engine on the Trio thread never blocks it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import trio
@@ -71,6 +76,38 @@ def _encode(value: Any, protocol: int, simple_string: type, nested: bool = False
     raise TypeError(f"cannot encode a {type(value).__name__} reply")
 
 
+#: What CONFIG GET reports for the embedded store (it has no config file).
+#: Tools such as redis-benchmark ask for ``save`` and ``appendonly`` first.
+EMBEDDED_CONFIG = {
+    b"save": b"",
+    b"appendonly": b"no",
+    b"databases": b"1",
+    b"maxmemory": b"0",
+    b"maxmemory-policy": b"noeviction",
+    b"port": b"0",
+    b"timeout": b"0",
+}
+
+
+def _config_get(pattern: bytes) -> list[bytes]:
+    match = fnmatch.fnmatchcase
+    text = pattern.decode("latin-1").lower()
+    found: list[bytes] = []
+    for name, value in EMBEDDED_CONFIG.items():
+        if match(name.decode(), text):
+            found += [name, value]
+    return found
+
+
+def _info(keys: int) -> bytes:
+    """A minimal INFO: the fields monitoring and clients look for first."""
+    return (
+        "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+        "trinomite_datastore:embedded\r\n\r\n"
+        f"# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n"
+    ).encode()
+
+
 class EmbeddedStore:
     """One in-process keyspace shared by all of a node's datastore connections."""
 
@@ -103,6 +140,15 @@ class EmbeddedRedisStream(trio.abc.Stream):
                 if isinstance(result, SimpleString):
                     return result
                 return super()._decode_result(result)
+
+            def _process_command(self, fields: list[bytes]) -> None:
+                name = fields[0].lower() if fields else b""
+                if name == b"config" and len(fields) == 3 and fields[1].lower() == b"get":
+                    self.put_response(_config_get(fields[2]))
+                elif name == b"info" and len(fields) <= 2:
+                    self.put_response(_info(len(self._db)))
+                else:
+                    super()._process_command(fields)
 
             def put_response(self, msg: Any) -> None:
                 protocol = self._client_info.protocol_version
