@@ -37,6 +37,7 @@ import trio
 from ..protocol.requests import Limits, RequestParser
 from .dispatch import Dispatcher
 from .local import Session
+from .sockets import LeanSocketStream, accept
 
 __all__ = ["ClientConnection", "ClientCounters", "ClientRegistry", "serve_clients"]
 
@@ -84,7 +85,7 @@ class ClientConnection:
 
     def __init__(
         self,
-        stream: trio.SocketStream | trio.abc.Stream,
+        stream: LeanSocketStream,
         session: Session,
         dispatcher: Dispatcher,
         limits: Limits,
@@ -155,15 +156,13 @@ class ClientConnection:
     def stop_reading(self) -> None:
         """Drain: read no more requests; an idle client is closed at once."""
         self.draining = True
-        if self.reading and isinstance(self.stream, trio.SocketStream):
-            # A blocked receive_some returns b"" (EOF) after SHUT_RD.
-            with contextlib.suppress(OSError):
-                self.stream.socket.shutdown(socket.SHUT_RD)
+        if self.reading:
+            self.stream.shutdown_reading()  # its receive_some returns b"" now
 
 
 async def serve_clients(
-    listeners: list[trio.SocketListener],
-    make_connection: Callable[[trio.SocketStream, int], ClientConnection],
+    listeners: list[socket.socket],
+    make_connection: Callable[[LeanSocketStream, int], ClientConnection],
     handler_nursery: trio.Nursery,
     counters: ClientCounters,
     max_clients: int,
@@ -186,8 +185,8 @@ async def serve_clients(
 
 
 async def _accept_loop(
-    listener: trio.SocketListener,
-    make_connection: Callable[[trio.SocketStream, int], ClientConnection],
+    listener: socket.socket,
+    make_connection: Callable[[LeanSocketStream, int], ClientConnection],
     handler_nursery: trio.Nursery,
     counters: ClientCounters,
     max_clients: int,
@@ -195,7 +194,7 @@ async def _accept_loop(
 ) -> None:
     while True:
         try:
-            stream = await listener.accept()
+            stream = await accept(listener)
         except OSError as exc:
             log.warning("accept failed: %s", exc)
             await trio.sleep(0.1)
@@ -208,7 +207,7 @@ async def _accept_loop(
         handler_nursery.start_soon(make_connection(stream, next(ids)).run)
 
 
-async def _refuse(stream: trio.SocketStream) -> None:
+async def _refuse(stream: LeanSocketStream) -> None:
     with trio.move_on_after(1), contextlib.suppress(
         trio.BrokenResourceError, trio.ClosedResourceError
     ):

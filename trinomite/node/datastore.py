@@ -39,8 +39,8 @@ groups of ``datastore_connections`` connections: RESP2 ones and RESP3 ones
 from __future__ import annotations
 
 import enum
+import functools
 import logging
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -51,6 +51,7 @@ from ..errors import NodeError, redis_error
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from .embedded import EmbeddedStore
 from .slots import Batch, Parker, Slot
+from .sockets import connect_tcp, connect_unix
 
 __all__ = ["ConnState", "DatastoreConnection", "DatastorePool"]
 
@@ -273,21 +274,9 @@ def _connector(spec: DatastoreSpec, store: EmbeddedStore | None) -> Connector:
         return connect_embedded
     address = spec.address
     if isinstance(address, UnixPath):
-        path = address.path
-
-        async def connect_unix() -> trio.abc.Stream:
-            return await trio.open_unix_socket(path)
-
-        return connect_unix
+        return functools.partial(connect_unix, address.path)
     assert isinstance(address, HostPort)
-    host, port = address.host, address.port
-
-    async def connect_tcp() -> trio.abc.Stream:
-        stream = await trio.open_tcp_stream(host, port)
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return stream
-
-    return connect_tcp
+    return functools.partial(connect_tcp, address.host, address.port)
 
 
 class DatastorePool:

@@ -27,9 +27,8 @@ import trio
 from ..errors import NodeError, redis_error
 from ..protocol import replies as r
 from ..protocol.commands import (
-    BY_BYTES as _BY_BYTES,
-)
-from ..protocol.commands import (
+    BY_BYTES,
+    CHECKED_SUBCOMMANDS,
     CommandSpec,
     Route,
     arity_error,
@@ -43,13 +42,6 @@ from .local import Session, answer
 from .slots import Batch, Slot
 
 __all__ = ["Dispatcher"]
-
-#: Subcommands allowed for container commands that reach a datastore.
-_ALLOWED_SUBCOMMANDS: dict[str, frozenset[bytes]] = {
-    "config": frozenset({b"get"}),
-    "script": frozenset({b"load", b"exists", b"flush", b"kill"}),
-}
-
 
 def _unsupported(name: str, why: str) -> bytes:
     return r.error(f"ERR unsupported command '{name}': {why}")
@@ -72,10 +64,18 @@ class Dispatcher:
         deadline = trio.current_time() + self.timeout
         run: list[list[bytes]] = []  # consecutive requests bound for the datastore
         draining = self.draining
+        by_bytes = BY_BYTES
         for args in requests:
-            if session.closing:
-                break  # nothing after QUIT is executed
-            spec = _BY_BYTES.get(args[0]) or lookup(args[0])
+            spec = by_bytes.get(args[0])
+            if (
+                spec is not None
+                and spec.plain
+                and spec.min_args <= len(args) <= spec.max_args
+                and not draining
+            ):
+                run.append(args)  # the common case: forward as is
+                continue
+            spec = spec or lookup(args[0])
             if spec is None:
                 reply = self._reject_unknown(args)
             elif not spec.arity_ok(len(args)):
@@ -84,7 +84,7 @@ class Dispatcher:
                 reply = answer(spec, session, args)
             elif draining:
                 reply = redis_error(NodeError.SHUTTING_DOWN)
-            elif spec.name in _ALLOWED_SUBCOMMANDS and (
+            elif spec.name in CHECKED_SUBCOMMANDS and (
                 refused := self._refuse_subcommand(spec, args)
             ):
                 reply = refused
@@ -95,6 +95,8 @@ class Dispatcher:
                 parts.append(self._forward(session, run, None, batch, deadline))
                 run = []
             parts.append(reply)
+            if session.closing:
+                break  # QUIT: nothing after it is executed
         if run:
             whole = len(run) == len(requests)
             parts.append(self._forward(session, run, blob if whole else None, batch, deadline))
@@ -126,7 +128,7 @@ class Dispatcher:
 
     @staticmethod
     def _refuse_subcommand(spec: CommandSpec, args: list[bytes]) -> bytes | None:
-        allowed = _ALLOWED_SUBCOMMANDS[spec.name]
+        allowed = CHECKED_SUBCOMMANDS[spec.name]
         if args[1].lower() in allowed:
             return None
         sub = args[1].decode("latin-1").lower()

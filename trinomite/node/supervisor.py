@@ -23,7 +23,6 @@ client's read, wait for clients with requests in flight to get their replies
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -37,6 +36,7 @@ from .client import ClientConnection, ClientCounters, ClientRegistry, serve_clie
 from .datastore import DatastorePool
 from .dispatch import Dispatcher
 from .local import Session
+from .sockets import LeanSocketStream, open_tcp_listeners, open_unix_listener
 
 __all__ = ["Node", "open_node", "serve_node"]
 
@@ -62,7 +62,7 @@ class Node:
             max_inline_len=config.max_inline_len,
         )
         self.client_address: HostPort | UnixPath = config.listen
-        self._listeners: list[trio.SocketListener] = []
+        self._listeners: list[socket.socket] = []
         self._accept_scope = trio.CancelScope()
         self._root: trio.Nursery | None = None
         self._shutting_down = False
@@ -76,11 +76,13 @@ class Node:
             self._listeners = await _open_listeners(self.config)
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
             handlers: trio.Nursery = await root.start(_hold_nursery)
-            root.start_soon(self._accept, handlers)
+            await root.start(self._accept, handlers)
             log.info("node listening for clients on %s", self.client_address)
             task_status.started(self)
 
-    async def _accept(self, handlers: trio.Nursery) -> None:
+    async def _accept(
+        self, handlers: trio.Nursery, *, task_status: trio.TaskStatus[None]
+    ) -> None:
         with self._accept_scope:
             await serve_clients(
                 self._listeners,
@@ -88,12 +90,13 @@ class Node:
                 handlers,
                 self.counters,
                 self.config.client_connections,
+                task_status=task_status,
             )
 
-    def _make_connection(self, stream: trio.SocketStream, client_id: int) -> ClientConnection:
+    def _make_connection(self, stream: LeanSocketStream, client_id: int) -> ClientConnection:
         session = Session(
             id=client_id,
-            address=_peer_name(stream),
+            address=stream.peer_name(),
             read_consistency=self.config.read_consistency,
             write_consistency=self.config.write_consistency,
         )
@@ -121,7 +124,8 @@ class Node:
         log.info("node shutting down (grace %.1fs)", grace)
         self._accept_scope.cancel()
         for listener in self._listeners:
-            await listener.aclose()
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
         self.dispatcher.draining = True
         for connection in list(self.clients.connections):
             connection.stop_reading()
@@ -142,35 +146,18 @@ async def _hold_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         await trio.sleep_forever()
 
 
-async def _open_listeners(config: NodeConfig) -> list[trio.SocketListener]:
+async def _open_listeners(config: NodeConfig) -> list[socket.socket]:
     address = config.listen
     if isinstance(address, UnixPath):
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with contextlib.suppress(FileNotFoundError):
-            await trio.Path(address.path).unlink()  # a stale socket file from a previous run
-        await sock.bind(address.path)
-        sock.listen(config.backlog)
-        return [trio.SocketListener(sock)]
-    return await trio.open_tcp_listeners(address.port, host=address.host, backlog=config.backlog)
+        return [open_unix_listener(address.path, config.backlog)]
+    return await open_tcp_listeners(address.host, address.port, config.backlog)
 
 
-def _bound_address(
-    configured: HostPort | UnixPath, listener: trio.SocketListener
-) -> HostPort | UnixPath:
+def _bound_address(configured: HostPort | UnixPath, listener: socket.socket) -> HostPort | UnixPath:
     if isinstance(configured, UnixPath):
         return configured
-    host, port = listener.socket.getsockname()[:2]
+    host, port = listener.getsockname()[:2]
     return HostPort(host, port)
-
-
-def _peer_name(stream: trio.SocketStream) -> str:
-    try:
-        peer = stream.socket.getpeername()
-    except OSError:
-        return "?"
-    if isinstance(peer, tuple):
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer) or "unix"
 
 
 async def serve_node(

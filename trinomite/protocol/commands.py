@@ -43,6 +43,7 @@ import attrs
 
 __all__ = [
     "BY_BYTES",
+    "CHECKED_SUBCOMMANDS",
     "COMMANDS",
     "Access",
     "CommandSpec",
@@ -74,6 +75,13 @@ class Access(enum.Enum):
     NONE = "-"
 
 
+#: Container commands whose subcommands are checked before forwarding.
+CHECKED_SUBCOMMANDS: dict[str, frozenset[bytes]] = {
+    "config": frozenset({b"get"}),
+    "script": frozenset({b"load", b"exists", b"flush", b"kill"}),
+}
+
+
 @attrs.frozen
 class CommandSpec:
     name: str
@@ -81,9 +89,21 @@ class CommandSpec:
     keys: str
     access: Access
     route: Route
+    #: Argument-count bounds derived from ``arity`` (for a one-comparison check).
+    min_args: int = attrs.field(init=False)
+    max_args: int = attrs.field(init=False)
+    #: True when a request needs no check beyond arity before it is routed.
+    plain: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        exact = self.arity > 0
+        object.__setattr__(self, "min_args", self.arity if exact else -self.arity)
+        object.__setattr__(self, "max_args", self.arity if exact else 1 << 30)
+        plain = self.route is not Route.NODE and self.name not in CHECKED_SUBCOMMANDS
+        object.__setattr__(self, "plain", plain)
 
     def arity_ok(self, argc: int) -> bool:
-        return argc == self.arity if self.arity > 0 else argc >= -self.arity
+        return self.min_args <= argc <= self.max_args
 
     def is_write(self, args: list[bytes]) -> bool:
         if self.access is Access.WRITE:

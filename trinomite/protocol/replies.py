@@ -95,6 +95,28 @@ class ReplyFramer:
         max_bulk = self.max_bulk_len
         try:
             while done < count and pos < end:
+                if not stack:
+                    # Fast loop over top-level simple replies, the usual case.
+                    while done < count and pos < end:
+                        kind = buf[pos]
+                        nl = buf.find(_CRLF, pos)
+                        if nl < 0 or nl - pos > _MAX_HEADER:
+                            break
+                        if kind == 0x24:
+                            size = int(buf[pos + 1 : nl])
+                            if size < 0:
+                                pos = nl + 2
+                            elif size > max_bulk or nl + size + 4 > end:
+                                break
+                            else:
+                                pos = nl + size + 4
+                        elif kind == 0x2B or kind == 0x3A:  # '+', ':'
+                            pos = nl + 2
+                        else:
+                            break
+                        done += 1
+                    if done >= count or pos >= end:
+                        break
                 kind = buf[pos]
                 nl = buf.find(_CRLF, pos)
                 if nl < 0:
