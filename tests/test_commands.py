@@ -133,3 +133,9 @@ def test_sans_io_modules_do_not_import_trio(package):
                 continue
             assert not any(n == "trio" or n.startswith("trio.") for n in names), path
     assert "trinomite.protocol.requests" in sys.modules
+
+
+def test_docs_list_every_command():
+    text = (Path(__file__).parent.parent / "docs" / "redis-commands.md").read_text()
+    missing = [name for name in COMMANDS if f"`{name.upper()}`" not in text]
+    assert missing == []
