@@ -50,7 +50,6 @@ async def main(port: int, serve: bool) -> None:
     config = NodeConfig(
         listen=HostPort("127.0.0.1", port),
         servers=(DatastoreSpec.embedded(),),
-        enable_admin=False,
     )
     async with trinomite.open_node(config) as node:
         address = node.client_address

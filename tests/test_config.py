@@ -135,7 +135,6 @@ SAMPLES = {
     "max_inline_len": "4096",
     "max_client_pipeline": "16",
     "shutdown_grace": "0",
-    "enable_admin": "false",
 }
 
 

@@ -544,7 +544,6 @@ KEYS: tuple[Key, ...] = (
     _extension(
         "shutdown_grace", 0, INT_MAX, "milliseconds", "Grace for requests in flight at stop."
     ),
-    Key("enable_admin", FLAG, "Serve the stats/admin HTTP API on stats_listen.", extension=True),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -203,8 +203,6 @@ class NodeConfig:
     max_client_pipeline: int = 1024
     #: Grace period for in-flight requests on shutdown, in ms.
     shutdown_grace: int = 5000
-    #: Start the admin/stats HTTP server on ``stats_listen``.
-    enable_admin: bool = True
 
     @property
     def datastore(self) -> DatastoreSpec:
