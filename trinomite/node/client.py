@@ -37,7 +37,7 @@ import trio
 from ..protocol.requests import Limits, RequestParser
 from .dispatch import Dispatcher
 from .local import Session
-from .sockets import LeanSocketStream, accept
+from .sockets import LeanSocketStream, accept_forever
 
 __all__ = ["ClientConnection", "ClientCounters", "ClientRegistry", "serve_clients"]
 
@@ -172,39 +172,22 @@ async def serve_clients(
     """Accept clients on every listener until cancelled.
 
     Resource handling: each accepted stream is owned by its connection task
-    in ``handler_nursery``; refused streams are closed here.  Transient
-    accept errors (EMFILE and friends) are logged and retried after a pause.
+    in ``handler_nursery``; a client over ``max_clients`` is told so and closed.
     """
     ids = itertools.count(1)
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(
-                _accept_loop, listener, make_connection, handler_nursery, counters, max_clients, ids
-            )
-        task_status.started()
 
-
-async def _accept_loop(
-    listener: socket.socket,
-    make_connection: Callable[[LeanSocketStream, int], ClientConnection],
-    handler_nursery: trio.Nursery,
-    counters: ClientCounters,
-    max_clients: int,
-    ids: itertools.count[int],
-) -> None:
-    while True:
-        try:
-            stream = await accept(listener)
-        except OSError as exc:
-            log.warning("accept failed: %s", exc)
-            await trio.sleep(0.1)
-            continue
+    def handle(stream: LeanSocketStream) -> None:
         counters.client_accepted += 1
         if max_clients and counters.client_connections >= max_clients:
             handler_nursery.start_soon(_refuse, stream)
-            continue
+            return
         counters.client_connections += 1
         handler_nursery.start_soon(make_connection(stream, next(ids)).run)
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_forever, listener, handle)
+        task_status.started()
 
 
 async def _refuse(stream: LeanSocketStream) -> None:

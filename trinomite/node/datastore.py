@@ -13,17 +13,13 @@ decoding them) and fills the FIFO's slots in order::
        ^                in-flight FIFO                                   |
        +---- slot.set <-- reader: ReplyFramer, FIFO pop per reply <------+
 
-Per connection there are three tasks in one nursery (reader, writer,
-watchdog) supervised by ``run``, which owns the connection's life:
+The connection's life (connect, reader/writer/watchdog, reconnect with
+backoff) is ``links.Link``'s; this module adds FIFO matching:
 
-    IDLE --(first request, preconnect=false)--> CONNECTING --ok--> UP
-    UP --(EOF, error, timeout)--> DOWN --backoff--> CONNECTING
-    CONNECTING --fail--> DOWN
-
-* While DOWN, ``submit`` refuses at once so clients get
+* Each FIFO entry is a *run*: ``count`` consecutive requests of one client
+  batch whose replies go, concatenated, to one sink.
+* While the datastore is down, ``submit`` refuses at once so clients get
   ``-ERR Storage: Datastore refused connection`` instead of hanging.
-* While IDLE or CONNECTING, requests queue and are sent once connected (or
-  failed if the attempt fails).
 * The watchdog compares the oldest in-flight request's deadline with the
   clock.  When it passes, every in-flight request on the connection gets
   ``-ERR Storage: Connection timed out`` and the connection is replaced:
@@ -38,11 +34,9 @@ groups of ``datastore_connections`` connections: RESP2 ones and RESP3 ones
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -50,37 +44,23 @@ from ..config.model import DatastoreSpec, HostPort, NodeConfig, UnixPath
 from ..errors import NodeError, redis_error
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from .embedded import EmbeddedStore
-from .slots import Batch, Parker, Slot
+from .links import Connector, ConnState, Link, LinkFailed
+from .slots import Batch, ReplySink, Slot
 from .sockets import connect_tcp, connect_unix
 
-__all__ = ["ConnState", "DatastoreConnection", "DatastorePool"]
+__all__ = ["DatastoreConnection", "DatastorePool", "ReplySink"]
 
 log = logging.getLogger("trinomite.datastore")
 
 RECEIVE_SIZE = 256 * 1024
-INITIAL_BACKOFF = 0.1
+_REFUSED = redis_error(NodeError.STORAGE_CONNECTION_REFUSE)
 _HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 
-Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
+class DatastoreConnection(Link):
+    """One pipelined connection to the datastore: replies matched in FIFO runs."""
 
-class ConnState(enum.Enum):
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    UP = "up"
-    DOWN = "down"
-
-
-class _ConnectionFailed(Exception):
-    """The live connection must be dropped; ``error`` goes to in-flight requests."""
-
-    def __init__(self, error: NodeError, reason: str) -> None:
-        super().__init__(reason)
-        self.error = error
-
-
-class DatastoreConnection:
-    """One pipelined connection to the datastore, with reconnects."""
+    broken_error = NodeError.STORAGE_CONNECTION_REFUSE
 
     def __init__(
         self,
@@ -93,127 +73,45 @@ class DatastoreConnection:
         max_bulk_len: int,
         preconnect: bool,
     ) -> None:
-        self.name = name
+        super().__init__(
+            name=name,
+            connect=connect,
+            timeout=timeout,
+            max_backoff=max_backoff,
+            preconnect=preconnect,
+        )
         self.protocol = protocol
-        self.timeout = timeout
-        self.max_backoff = max_backoff
-        self.state = ConnState.CONNECTING if preconnect else ConnState.IDLE
-        self.connects = 0
-        self.timeouts = 0
-        self.errors = 0
-        self._connect = connect
         self._max_bulk_len = max_bulk_len
-        self._outbox: list[bytes] = []
-        # (slot, number of replies it takes, deadline), in send order.
-        self._inflight: deque[tuple[Slot, int, float]] = deque()
-        self._writer = Parker()
-        self._wanted = Parker()  # a request arrived while IDLE
+        # (sink, number of replies it takes, deadline), in send order.
+        self._inflight: deque[tuple[ReplySink, int, float]] = deque()
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def submit(self, raw: bytes, count: int, slot: Slot, deadline: float) -> bool:
-        """Queue ``count`` requests encoded in ``raw``; ``slot`` gets their replies.
+    def submit(self, raw: bytes, count: int, sink: ReplySink, deadline: float) -> bool:
+        """Queue ``count`` requests encoded in ``raw``; ``sink`` gets their replies.
 
         Returns False (and queues nothing) while the datastore is down.
         """
-        state = self.state
-        if state is ConnState.DOWN:
+        if not self._enqueue(raw):
             return False
-        self._outbox.append(raw)
-        self._inflight.append((slot, count, deadline))
-        if state is ConnState.UP:
-            self._writer.unpark()
-        elif state is ConnState.IDLE:
-            self._wanted.unpark()
+        self._inflight.append((sink, count, deadline))
         return True
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own this connection forever: connect, serve, and reconnect with backoff."""
-        started = False
-        backoff = INITIAL_BACKOFF
-        while True:
-            if self.state is ConnState.IDLE:
-                if not started:
-                    task_status.started()
-                    started = True
-                await self._wanted.park()
-            self.state = ConnState.CONNECTING
-            stream = await self._open()
-            if not started:
-                task_status.started()
-                started = True
-            if stream is None:
-                self.state = ConnState.DOWN
-                self._fail_inflight(NodeError.STORAGE_CONNECTION_REFUSE)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-                continue
-            backoff = INITIAL_BACKOFF
-            self.state = ConnState.UP
-            self.connects += 1
-            log.info("datastore connection %s up (RESP%d)", self.name, self.protocol)
-            error = await self._serve(stream)
-            self.state = ConnState.DOWN
-            self.errors += 1
-            self._fail_inflight(error)
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
-            await trio.sleep(backoff)
-
-    async def _open(self) -> trio.abc.Stream | None:
-        try:
-            with trio.fail_after(self.timeout):
-                stream = await self._connect()
-                if self.protocol == 3:
-                    await self._handshake(stream)
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, _ConnectionFailed) as exc:
-            log.warning("datastore %s: connect failed: %s", self.name, exc or type(exc).__name__)
-            return None
-        return stream
-
     async def _handshake(self, stream: trio.abc.Stream) -> None:
+        if self.protocol != 3:
+            await trio.lowlevel.checkpoint()
+            return
         await stream.send_all(_HELLO3)
         framer = ReplyFramer(self._max_bulk_len)
-        while True:
+        while (reply := framer.take(1)) is None:
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
-                raise _ConnectionFailed(NodeError.STORAGE_CONNECTION_REFUSE, "closed during HELLO")
+                raise LinkFailed(self.broken_error, "closed during HELLO 3")
             framer.feed(data)
-            replies = framer.replies()
-            if replies:
-                if is_error(replies[0]):
-                    await trio.aclose_forcefully(stream)
-                    raise _ConnectionFailed(
-                        NodeError.STORAGE_CONNECTION_REFUSE, replies[0].decode(errors="replace")
-                    )
-                return
-
-    async def _serve(self, stream: trio.abc.Stream) -> NodeError:
-        """Run reader, writer and watchdog until the connection fails; say why."""
-        failure: list[_ConnectionFailed] = []
-
-        async def guard(task: Callable[[trio.abc.Stream], Awaitable[None]]) -> None:
-            try:
-                await task(stream)
-            except _ConnectionFailed as exc:
-                failure.append(exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                failure.append(_ConnectionFailed(NodeError.STORAGE_CONNECTION_REFUSE, str(exc)))
-            except ReplyProtocolError as exc:
-                failure.append(_ConnectionFailed(NodeError.STORAGE_PROTOCOL, str(exc)))
-            nursery.cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(guard, self._read_replies)
-            nursery.start_soon(guard, self._write_requests)
-            nursery.start_soon(guard, self._watch_deadlines)
-        reason = failure[0] if failure else _ConnectionFailed(
-            NodeError.STORAGE_CONNECTION_REFUSE, "closed"
-        )
-        log.warning("datastore connection %s lost: %s", self.name, reason)
-        return reason.error
+        if is_error(reply):
+            raise LinkFailed(self.broken_error, reply.decode(errors="replace").strip())
 
     async def _read_replies(self, stream: trio.abc.Stream) -> None:
         framer = ReplyFramer(self._max_bulk_len)
@@ -221,36 +119,26 @@ class DatastoreConnection:
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
-                raise _ConnectionFailed(NodeError.STORAGE_CONNECTION_REFUSE, "datastore closed")
+                raise LinkFailed(self.broken_error, "datastore closed the connection")
             if not inflight:
                 raise ReplyProtocolError("reply with no request in flight")
             framer.feed(data)
             while inflight:
-                slot, count, _ = inflight[0]
+                sink, count, _ = inflight[0]
                 replies = framer.take(count)
                 if replies is None:
                     break
                 inflight.popleft()
-                slot.set(replies)
-
-    async def _write_requests(self, stream: trio.abc.Stream) -> None:
-        while True:
-            if not self._outbox:
-                await self._writer.park()
-                continue
-            data = b"".join(self._outbox)
-            self._outbox = []
-            await stream.send_all(data)
+                sink.set(replies)
 
     async def _watch_deadlines(self, stream: trio.abc.Stream) -> None:
         inflight = self._inflight
         while True:
-            now = trio.current_time()
             if inflight:
                 deadline = inflight[0][2]
-                if now >= deadline:
+                if trio.current_time() >= deadline:
                     self.timeouts += 1
-                    raise _ConnectionFailed(NodeError.STORAGE_TIMEOUT, "request timed out")
+                    raise LinkFailed(NodeError.STORAGE_TIMEOUT, "request timed out")
                 await trio.sleep_until(deadline)
             else:
                 await trio.sleep(self.timeout)
@@ -259,8 +147,8 @@ class DatastoreConnection:
         reply = redis_error(error)
         inflight, self._inflight = self._inflight, deque()
         self._outbox = []
-        for slot, count, _ in inflight:
-            slot.set(reply * count)
+        for sink, count, _ in inflight:
+            sink.set(reply * count)
 
 
 def _connector(spec: DatastoreSpec, store: EmbeddedStore | None) -> Connector:
@@ -294,7 +182,7 @@ class DatastorePool:
                     connect=connect,
                     protocol=protocol,
                     timeout=config.timeout / 1000,
-                    max_backoff=max(config.server_retry_timeout / 1000, INITIAL_BACKOFF),
+                    max_backoff=config.server_retry_timeout / 1000,
                     max_bulk_len=config.max_bulk_len,
                     preconnect=config.preconnect,
                 )
@@ -329,11 +217,23 @@ class DatastorePool:
                 return conn
         return home
 
+    def send(
+        self,
+        client_id: int,
+        protocol: int,
+        raw: bytes,
+        count: int,
+        sink: ReplySink,
+        deadline: float,
+    ) -> None:
+        """Send ``count`` requests; ``sink`` gets their replies, or one error per request."""
+        if not self.pick(client_id, protocol).submit(raw, count, sink, deadline):
+            sink.set(_REFUSED * count)
+
     def submit(
         self, client_id: int, protocol: int, raw: bytes, count: int, batch: Batch, deadline: float
     ) -> Slot:
-        """Send ``count`` requests; the slot gets their replies, or one error per request."""
+        """``send`` with a new slot of ``batch`` as the sink."""
         slot = batch.slot()
-        if not self.pick(client_id, protocol).submit(raw, count, slot, deadline):
-            slot.set(redis_error(NodeError.STORAGE_CONNECTION_REFUSE) * count)
+        self.send(client_id, protocol, raw, count, slot, deadline)
         return slot

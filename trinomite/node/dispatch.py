@@ -15,9 +15,9 @@ replies in request order.  The result is one ``bytes`` to write with one
 ``send_all``.  A request never waits behind a later one, and a client's
 replies can never be reordered, whichever connection answers first.
 
-This is the single-node dispatcher: every datastore-bound request goes to
-the local datastore.  Cluster routing (token owners, racks, DCs, quorum)
-plugs in at ``_forward``.
+On a lone node, consecutive datastore-bound requests travel as one run (the
+client's own bytes, when the whole batch is one run).  In a cluster each
+request goes to ``Coordinator.route`` (token owners, racks, DCs, quorum).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ..protocol.commands import (
     unsupported_reason,
 )
 from ..protocol.requests import encode_command
+from .coordinator import Coordinator
 from .datastore import DatastorePool
 from .local import Session, answer
 from .slots import Batch, Slot
@@ -50,10 +51,12 @@ def _unsupported(name: str, why: str) -> bytes:
 class Dispatcher:
     """Executes request batches for every client of one node."""
 
-    def __init__(self, pool: DatastorePool) -> None:
+    def __init__(self, pool: DatastorePool, coordinator: Coordinator | None = None) -> None:
         self.pool = pool
         self.timeout = pool.connections[0].timeout if pool.connections else 5.0
         self.draining = False
+        #: Routes each request across the cluster; None for a lone node.
+        self.coordinator = coordinator
 
     async def execute(
         self, session: Session, requests: list[list[bytes]], blob: bytes | None
@@ -92,14 +95,14 @@ class Dispatcher:
                 run.append(args)
                 continue
             if run:
-                parts.append(self._forward(session, run, None, batch, deadline))
+                self._forward(session, run, None, batch, deadline, parts)
                 run = []
             parts.append(reply)
             if session.closing:
                 break  # QUIT: nothing after it is executed
         if run:
             whole = len(run) == len(requests)
-            parts.append(self._forward(session, run, blob if whole else None, batch, deadline))
+            self._forward(session, run, blob if whole else None, batch, deadline, parts)
         await batch.wait()
         if len(parts) == 1:
             only = parts[0]
@@ -113,11 +116,28 @@ class Dispatcher:
         raw: bytes | None,
         batch: Batch,
         deadline: float,
-    ) -> Slot:
-        """Send a run of requests to the datastore; ``raw`` is their encoding if known."""
-        if raw is None:
-            raw = b"".join([encode_command(args) for args in run])
-        return self.pool.submit(session.id, session.protocol, raw, len(run), batch, deadline)
+        parts: list[bytes | Slot],
+    ) -> None:
+        """Send a run of validated requests; ``raw`` is their encoding if known.
+
+        A lone node sends the whole run to its datastore in one piece; in a
+        cluster each request is routed on its own by the coordinator.
+        """
+        coordinator = self.coordinator
+        if coordinator is None:
+            if raw is None:
+                raw = b"".join([encode_command(args) for args in run])
+            parts.append(
+                self.pool.submit(session.id, session.protocol, raw, len(run), batch, deadline)
+            )
+            return
+        now = deadline - self.timeout
+        for args in run:
+            spec = BY_BYTES.get(args[0]) or lookup(args[0])
+            assert spec is not None
+            slot = batch.slot()
+            coordinator.route(session, spec, args, slot, now)
+            parts.append(slot)
 
     @staticmethod
     def _reject_unknown(args: list[bytes]) -> bytes:

@@ -25,9 +25,17 @@ with the datastore is never disturbed.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import trio
 
-__all__ = ["Batch", "Parker", "Slot"]
+__all__ = ["Batch", "Parker", "ReplySink", "Slot"]
+
+
+class ReplySink(Protocol):
+    """Anything a connection can hand reply bytes to (a Slot, a quorum leg, ...)."""
+
+    def set(self, reply: bytes) -> None: ...
 
 
 class Slot:

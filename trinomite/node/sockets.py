@@ -29,19 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
+from collections.abc import Callable
 
 import trio
 
 __all__ = [
     "LeanSocketStream",
     "accept",
+    "accept_forever",
     "connect_tcp",
     "connect_unix",
     "open_tcp_listeners",
     "open_unix_listener",
 ]
+
+log = logging.getLogger("trinomite.sockets")
 
 FAIRNESS_EVERY = 16
 RECEIVE_SIZE = 256 * 1024
@@ -189,6 +194,28 @@ async def accept(listener: socket.socket) -> LeanSocketStream:
             await trio.lowlevel.wait_readable(listener)
             continue
         return LeanSocketStream(sock)
+
+
+async def accept_forever(
+    listener: socket.socket, handle: Callable[[LeanSocketStream], None]
+) -> None:
+    """Accept connections until cancelled or the listener is closed.
+
+    Transient accept errors (EMFILE and friends) are logged and retried
+    after a short pause, so a burst of connections cannot stop the loop.
+    """
+    while True:
+        try:
+            stream = await accept(listener)
+        except trio.ClosedResourceError:
+            return  # the listener was closed (node shutting down)
+        except OSError as exc:
+            if listener.fileno() == -1:
+                return
+            log.warning("accept failed: %s", exc)
+            await trio.sleep(0.1)
+            continue
+        handle(stream)
 
 
 async def _connect(sock: socket.socket, address: object) -> LeanSocketStream:

@@ -7,9 +7,11 @@ Theory of operation
     serve_node nursery (root)
     |-- DatastorePool.run            started first; ready once every
     |                                connection made its first attempt
-    |-- handler nursery holder       one task per client connection lives here
+    |-- handler nursery holder       one task per client or peer connection
+    |-- serve_peers                  accept loops on dyn_listen (if set)
+    |-- PeerPools.run                one task per outgoing peer connection
     `-- accept scope
-        `-- serve_clients            one accept loop per listener
+        `-- serve_clients            one accept loop per client listener
 
 ``task_status.started(node)`` is called only once the listeners are bound,
 so ``node.client_address`` is the real address (listen ports may be 0).
@@ -28,14 +30,19 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 
 from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..protocol.requests import Limits
+from ..ring.topology import Topology, TopologyError
 from .client import ClientConnection, ClientCounters, ClientRegistry, serve_clients
+from .coordinator import ClusterCounters, Coordinator
 from .datastore import DatastorePool
 from .dispatch import Dispatcher
 from .local import Session
+from .peer_server import PeerConnectionHandler, PeerServerCounters, serve_peers
+from .peers import PeerPools
 from .sockets import LeanSocketStream, open_tcp_listeners, open_unix_listener
 
 __all__ = ["Node", "open_node", "serve_node"]
@@ -52,8 +59,18 @@ class Node:
                 "data_store: 1 (memcached) is not supported yet; trinomite proxies Redis"
             )
         self.config = config
+        self.topology = _topology(config)
         self.pool = DatastorePool(config)
-        self.dispatcher = Dispatcher(self.pool)
+        others = [peer for peer in self.topology.peers if not peer.local]
+        self.peers = PeerPools(config, others, config.datacenter)
+        self.cluster_counters = ClusterCounters()
+        self.peer_counters = PeerServerCounters()
+        self.coordinator = Coordinator(
+            self.topology, self.pool, self.peers, config, self.cluster_counters
+        )
+        self.dispatcher = Dispatcher(
+            self.pool, None if self.topology.single_node else self.coordinator
+        )
         self.counters = ClientCounters()
         self.clients = ClientRegistry()
         self.limits = Limits(
@@ -62,7 +79,10 @@ class Node:
             max_inline_len=config.max_inline_len,
         )
         self.client_address: HostPort | UnixPath = config.listen
+        #: The bound peer (dyn_listen) address, once listening; None without dyn_listen.
+        self.peer_address: HostPort | None = None
         self._listeners: list[socket.socket] = []
+        self._peer_listeners: list[socket.socket] = []
         self._accept_scope = trio.CancelScope()
         self._root: trio.Nursery | None = None
         self._shutting_down = False
@@ -73,9 +93,23 @@ class Node:
         async with trio.open_nursery() as root:
             self._root = root
             await root.start(self.pool.run)
+            handlers: trio.Nursery = await root.start(_hold_nursery)
+            dyn_listen = self.config.dyn_listen
+            if dyn_listen is not None:
+                self._peer_listeners = await open_tcp_listeners(
+                    dyn_listen.host, dyn_listen.port, self.config.backlog
+                )
+                bound = _bound_address(dyn_listen, self._peer_listeners[0])
+                assert isinstance(bound, HostPort)
+                self.peer_address = bound
+                self.coordinator.topology = self.topology = self.topology.with_local_address(
+                    bound.host, bound.port
+                )
+                await root.start(serve_peers, self._peer_listeners, self._peer_handler, handlers)
+                log.info("node listening for peers on %s", bound)
+            await root.start(self.peers.run)
             self._listeners = await _open_listeners(self.config)
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
-            handlers: trio.Nursery = await root.start(_hold_nursery)
             await root.start(self._accept, handlers)
             log.info("node listening for clients on %s", self.client_address)
             task_status.started(self)
@@ -92,6 +126,11 @@ class Node:
                 self.config.client_connections,
                 task_status=task_status,
             )
+
+    def _peer_handler(self, stream: LeanSocketStream) -> PeerConnectionHandler:
+        return PeerConnectionHandler(
+            stream, self.pool, self.coordinator, self.peer_counters, self.config.timeout / 1000
+        )
 
     def _make_connection(self, stream: LeanSocketStream, client_id: int) -> ClientConnection:
         session = Session(
@@ -123,7 +162,7 @@ class Node:
         self._shutting_down = True
         log.info("node shutting down (grace %.1fs)", grace)
         self._accept_scope.cancel()
-        for listener in self._listeners:
+        for listener in self._listeners + self._peer_listeners:
             trio.lowlevel.notify_closing(listener)
             listener.close()
         self.dispatcher.draining = True
@@ -138,6 +177,16 @@ class Node:
         """Cancel every task of the node now, without a grace period."""
         if self._root is not None:
             self._root.cancel_scope.cancel()
+
+
+def _topology(config: NodeConfig) -> Topology:
+    """The cluster as configured; a lone node without tokens owns the whole ring."""
+    if not config.tokens and not config.dyn_seeds:
+        config = attrs.evolve(config, tokens=(0,))
+    try:
+        return Topology.from_config(config)
+    except TopologyError as exc:
+        raise ValueError(f"{config.source}: {exc}") from None
 
 
 async def _hold_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:

@@ -1,0 +1,141 @@
+"""Where a keyed request goes, and whose replies the client waits for.
+
+Theory of operation
+-------------------
+``plan(topology, token, write=..., level=..., is_up=...)`` is Dynomite's
+fan-out matrix (dynomite.md §3.1, §4.2) as a pure function.  It returns the
+replicas to send to, each marked *counted* (its reply feeds the client's
+reply) or not (fire-and-forget: the reply is swallowed, errors are counted):
+
+    level                reads                        writes
+    DC_ONE               own-rack owner               owner in every local rack
+                                                      + one per remote DC (forward)
+    DC_QUORUM / SAFE     owner in every local rack    same, remote DCs forwarded
+    DC_EACH_SAFE_QUORUM  owner in every rack of every DC (direct, all counted)
+
+* DC_ONE counts only the own-rack owner; QUORUM/SAFE count every local rack;
+  EACH counts every rack of every DC, decided per DC.
+* Remote DCs (writes below EACH) get one ``REQ_FORWARD`` to the owner in
+  the preselected rack, failing over to the DC's other racks when that
+  owner is unreachable; the receiver re-fans it to its own DC's racks.  A DC
+  with no reachable owner is reported in ``dropped_dcs``.
+* Beyond Dynomite: a DC_ONE read whose own-rack owner is unreachable is
+  served by the owner in another local rack (``failover``), instead of
+  failing with "Peer Node is not connected".
+* DC_EACH_SAFE_QUORUM sends plain ``REQ`` to every remote rack owner and
+  counts their replies itself, instead of Dynomite's beta re-fan of a
+  re-fan (about R squared writes per remote DC).
+
+``is_up(name)`` is the only view of the outside world: whether a peer link
+is connected.  Pure code, no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import attrs
+
+from ..config.model import Consistency
+from ..protocol.peer import MessageType
+from ..ring.topology import PeerInfo, Topology
+
+__all__ = ["Mode", "Plan", "Target", "plan"]
+
+
+class Mode(enum.Enum):
+    """How the counted replies become the client's reply."""
+
+    ONE = "one"  # the single counted reply, as is
+    QUORUM = "quorum"  # DC_QUORUM over the local racks
+    SAFE = "safe"  # DC_SAFE_QUORUM over the local racks
+    EACH = "each"  # a safe quorum in every DC
+
+
+@attrs.frozen
+class Target:
+    peer: PeerInfo
+    kind: MessageType
+    counted: bool
+    dc: str
+
+
+@attrs.frozen
+class Plan:
+    targets: tuple[Target, ...]
+    mode: Mode
+    #: A DC_ONE read served by another local rack's owner.
+    failover: bool = False
+    #: Remote DCs whose forward went to a rack other than the preselected one.
+    remote_failovers: int = 0
+    #: Remote DCs with no reachable owner: the write is lost there.
+    dropped_dcs: tuple[str, ...] = ()
+
+    @property
+    def counted(self) -> int:
+        return sum(1 for t in self.targets if t.counted)
+
+    def counted_per_dc(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for target in self.targets:
+            if target.counted:
+                counts[target.dc] = counts.get(target.dc, 0) + 1
+        return counts
+
+
+_MODES = {
+    Consistency.DC_ONE: Mode.ONE,
+    Consistency.DC_QUORUM: Mode.QUORUM,
+    Consistency.DC_SAFE_QUORUM: Mode.SAFE,
+    Consistency.DC_EACH_SAFE_QUORUM: Mode.EACH,
+}
+
+
+def _reachable(peer: PeerInfo, is_up: Callable[[str], bool]) -> bool:
+    return peer.local or is_up(peer.name)
+
+
+def plan(
+    topology: Topology,
+    token: int,
+    *,
+    write: bool,
+    level: Consistency,
+    is_up: Callable[[str], bool],
+) -> Plan:
+    """The replicas for one keyed request (see the module docstring)."""
+    mode = _MODES[level]
+    local_dc = topology.local.dc
+    rings = topology.local_rings
+    targets: list[Target] = []
+    failover = False
+    if write or mode is not Mode.ONE:
+        for index, ring in enumerate(rings):
+            counted = mode is not Mode.ONE or index == 0
+            targets.append(Target(ring.owner(token), MessageType.REQ, counted, local_dc))
+    else:
+        owner = rings[0].owner(token)
+        if not _reachable(owner, is_up):
+            for ring in rings[1:]:
+                candidate = ring.owner(token)
+                if _reachable(candidate, is_up):
+                    owner, failover = candidate, True
+                    break
+        targets.append(Target(owner, MessageType.REQ, True, local_dc))
+    remote_failovers = 0
+    dropped: list[str] = []
+    for dc in topology.remote_dcs:
+        remote = topology.remote_rings(dc)
+        if mode is Mode.EACH:
+            targets.extend(Target(r.owner(token), MessageType.REQ, True, dc) for r in remote)
+        elif write:
+            for index, ring in enumerate(remote):
+                owner = ring.owner(token)
+                if _reachable(owner, is_up):
+                    targets.append(Target(owner, MessageType.REQ_FORWARD, False, dc))
+                    remote_failovers += index > 0
+                    break
+            else:
+                dropped.append(dc)
+    return Plan(tuple(targets), mode, failover, remote_failovers, tuple(dropped))

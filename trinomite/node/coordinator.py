@@ -1,0 +1,390 @@
+"""The coordinator: route one client request across the cluster and collect its reply.
+
+Theory of operation
+-------------------
+``Coordinator.route(session, spec, args, sink, deadline)`` never awaits.  It
+picks the command's routing class (``protocol.commands.Route``), builds the
+legs, sends each one (local datastore or peer link) and arranges for the
+client's reply to land in ``sink`` once it is decided::
+
+    KEY / SAME / RACK  -> routing.plan(token) -> legs -> collector -> sink
+    SCATTER (MGET ...) -> one fragment per owner -> each routed as above
+                          -> Merge (key order, sum or +OK) -> sink
+    ALL (SCRIPT ...)   -> every node; the client gets the local reply
+    LOCAL (KEYS ...)   -> the local datastore only
+
+Collectors are reply sinks too, so every layer composes: a datastore or peer
+connection only ever calls ``sink.set(reply)``.
+
+* ``Mode.ONE``: the counted leg writes straight into the sink.
+* ``Mode.QUORUM/SAFE``: a ``QuorumDecision`` over the local racks.
+* ``Mode.EACH``: an ``EachQuorum``, one decision per datacenter.
+* Uncounted legs (other racks under DC_ONE, remote-DC forwards) go to
+  ``Swallow``, which only counts errors.
+
+Requests that arrive from a remote DC as ``REQ_FORWARD`` are applied to the
+local datastore and re-sent to the owner in each other rack of this DC
+(``handle_forward``), as Dynomite's ``dnode_req_forward`` does.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..cluster.quorum import EachQuorum, QuorumDecision
+from ..cluster.routing import Mode, Target, plan
+from ..config.model import Consistency, NodeConfig
+from ..errors import NodeError, redis_error
+from ..protocol import replies as r
+from ..protocol.commands import COMMANDS, CommandSpec, Route, extract_keys
+from ..protocol.peer import FLAG_RESP3, MessageType
+from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
+from ..protocol.requests import encode_command
+from ..ring.topology import Topology
+from .datastore import DatastorePool
+from .local import Session
+from .peers import PeerPools
+from .slots import ReplySink
+
+__all__ = ["ClusterCounters", "Coordinator"]
+
+#: Extra time a peer gets beyond ``timeout`` (Dynomite's dnode_peer_timeout).
+SAME_DC_EXTRA = 0.2
+REMOTE_DC_EXTRA = 5.0
+WRITE_EXTRA = 20.0
+
+
+@attrs.define
+class ClusterCounters:
+    """Coordinator statistics, with Dynomite's names where it has one."""
+
+    peer_requests: int = 0
+    peer_forward_error: int = 0
+    remote_peer_failover_requests: int = 0
+    remote_peer_dropped_requests: int = 0
+    client_non_quorum_r_responses: int = 0
+    client_non_quorum_w_responses: int = 0
+    fragments: int = 0
+    #: trinomite: DC_ONE reads served by another rack because the own-rack owner was down.
+    read_failover_requests: int = 0
+    #: trinomite: REQ_FORWARDs received from remote DCs and re-fanned here.
+    forwarded_requests: int = 0
+
+
+class Swallow:
+    """Sink for replies nobody waits for: counts errors (a later hint store hooks in here)."""
+
+    __slots__ = ("counters",)
+
+    def __init__(self, counters: ClusterCounters) -> None:
+        self.counters = counters
+
+    def set(self, reply: bytes) -> None:
+        if is_error(reply):
+            self.counters.peer_forward_error += 1
+
+
+class QuorumSink:
+    __slots__ = ("counters", "decision", "sink", "write")
+
+    def __init__(
+        self, decision: QuorumDecision, sink: ReplySink, counters: ClusterCounters, write: bool
+    ) -> None:
+        self.decision = decision
+        self.sink = sink
+        self.counters = counters
+        self.write = write
+
+    def set(self, reply: bytes) -> None:
+        result = self.decision.add(reply)
+        if result is not None:
+            if is_error(result):
+                if self.write:
+                    self.counters.client_non_quorum_w_responses += 1
+                else:
+                    self.counters.client_non_quorum_r_responses += 1
+            self.sink.set(result)
+
+
+class EachLeg:
+    __slots__ = ("dc", "each", "sink")
+
+    def __init__(self, each: EachQuorum, dc: str, sink: ReplySink) -> None:
+        self.each = each
+        self.dc = dc
+        self.sink = sink
+
+    def set(self, reply: bytes) -> None:
+        result = self.each.add(self.dc, reply)
+        if result is not None:
+            self.sink.set(result)
+
+
+class SetHeader:
+    """SMEMBERS answered by ``SORT key ALPHA``: restore the RESP3 set type."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: ReplySink) -> None:
+        self.sink = sink
+
+    def set(self, reply: bytes) -> None:
+        self.sink.set(b"~" + reply[1:] if reply[:1] == b"*" else reply)
+
+
+class Merge:
+    """Joins the replies of a scatter-gathered request's fragments."""
+
+    __slots__ = ("_errors", "_values", "pending", "route", "sink", "total")
+
+    def __init__(self, route: Route, total: int, fragments: int, sink: ReplySink) -> None:
+        self.route = route
+        self.total = total
+        self.pending = fragments
+        self.sink = sink
+        self._values: list[bytes] = [b""] * total
+        self._errors: list[bytes] = []
+
+    def part(self, indices: list[int]) -> ReplySink:
+        return _Fragment(self, indices)
+
+    def add(self, indices: list[int], reply: bytes) -> None:
+        if is_error(reply):
+            self._errors.append(reply)
+        elif self.route is Route.SCATTER_ARRAY:
+            elements = _array_elements(reply)
+            if elements is None or len(elements) != len(indices):
+                self._errors.append(redis_error(NodeError.STORAGE_PROTOCOL))
+            else:
+                for index, element in zip(indices, elements, strict=True):
+                    self._values[index] = element
+        elif self.route is Route.SCATTER_SUM:
+            self._values[indices[0]] = reply
+        self.pending -= 1
+        if self.pending == 0:
+            self.sink.set(self._result())
+
+    def _result(self) -> bytes:
+        if self._errors:
+            return self._errors[0]
+        if self.route is Route.SCATTER_ARRAY:
+            return r.array(self._values)
+        if self.route is Route.SCATTER_SUM:
+            total = 0
+            for value in self._values:
+                if value:
+                    total += int(value[1:-2])
+            return r.integer(total)
+        return b"+OK\r\n"
+
+
+class _Fragment:
+    __slots__ = ("indices", "merge")
+
+    def __init__(self, merge: Merge, indices: list[int]) -> None:
+        self.merge = merge
+        self.indices = indices
+
+    def set(self, reply: bytes) -> None:
+        self.merge.add(self.indices, reply)
+
+
+def _array_elements(reply: bytes) -> list[bytes] | None:
+    if reply[:1] != b"*":
+        return None
+    framer = ReplyFramer()
+    framer.feed(reply[reply.find(b"\r\n") + 2 :])
+    try:
+        return framer.replies()
+    except ReplyProtocolError:
+        return None
+
+
+_SMEMBERS = COMMANDS["smembers"]
+
+
+class Coordinator:
+    """Routes requests for one node; shared by all of its client connections."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        pool: DatastorePool,
+        peers: PeerPools,
+        config: NodeConfig,
+        counters: ClusterCounters,
+    ) -> None:
+        self.topology = topology
+        self.pool = pool
+        self.peers = peers
+        self.counters = counters
+        self.timeout = config.timeout / 1000
+        self._swallow = Swallow(counters)
+
+    # -- entry points --------------------------------------------------------
+
+    def route(
+        self, session: Session, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float
+    ) -> None:
+        """Send one client request; its reply will be set on ``sink``."""
+        route = spec.route
+        keys = extract_keys(spec, args) if route is not Route.LOCAL else []
+        if route is Route.LOCAL or not keys:
+            # Key-less, or a malformed key spec: the datastore answers (and
+            # produces Redis's own error for bad arguments).
+            if route is Route.ALL:
+                self._to_all(session, args, sink, now)
+            else:
+                self._local(session, encode_command(args), sink, now)
+            return
+        if route in (Route.SCATTER_ARRAY, Route.SCATTER_SUM, Route.SCATTER_OK):
+            self._scatter(session, spec, args, keys, sink, now)
+            return
+        topology = self.topology
+        if route is Route.SAME:
+            ring = topology.own_ring
+            owner = ring.owner(topology.token(keys[0]))
+            if any(ring.owner(topology.token(k)) is not owner for k in keys[1:]):
+                scripts = spec.name.startswith("eval")
+                error = NodeError.SCRIPT_SPANS_NODES if scripts else NodeError.KEYS_SPAN_NODES
+                sink.set(redis_error(error))
+                return
+        write = spec.is_write(args)
+        level = session.write_consistency if write else session.read_consistency
+        if route is Route.RACK:
+            level = Consistency.DC_ONE
+        if spec is _SMEMBERS and level is Consistency.DC_SAFE_QUORUM:
+            # Replicas return set members in any order; SORT ALPHA makes them comparable.
+            args = [b"sort", args[1], b"alpha"]
+            if session.protocol == 3:
+                sink = SetHeader(sink)
+        raw = encode_command(args)
+        self.replicate(session, topology.token(keys[0]), raw, write, level, sink, now)
+
+    def handle_forward(
+        self, args: list[bytes], raw: bytes, protocol: int, sink: ReplySink, now: float
+    ) -> None:
+        """A remote DC's write: apply locally, re-send to this DC's other racks."""
+        self.counters.forwarded_requests += 1
+        self.pool.send(0, protocol, raw, 1, sink, now + self.timeout)
+        spec = COMMANDS.get(args[0].decode("latin-1").lower()) if args else None
+        keys = extract_keys(spec, args) if spec is not None and spec.arity_ok(len(args)) else None
+        if not keys:
+            return
+        token = self.topology.token(keys[0])
+        flags = FLAG_RESP3 if protocol == 3 else 0
+        deadline = now + self.timeout + SAME_DC_EXTRA + WRITE_EXTRA
+        for ring in self.topology.local_rings[1:]:
+            owner = ring.owner(token)
+            if not owner.local:
+                self.counters.peer_requests += 1
+                self.peers.send(owner.name, 0, MessageType.REQ, raw, self._swallow, deadline, flags)
+
+    # -- the routing classes -------------------------------------------------
+
+    def replicate(
+        self,
+        session: Session,
+        token: int,
+        raw: bytes,
+        write: bool,
+        level: Consistency,
+        sink: ReplySink,
+        now: float,
+        multikey: bool = False,
+    ) -> None:
+        """Send one keyed request to its replicas and collect the client's reply."""
+        chosen = plan(self.topology, token, write=write, level=level, is_up=self.peers.is_up)
+        counters = self.counters
+        counters.read_failover_requests += chosen.failover
+        counters.remote_peer_failover_requests += chosen.remote_failovers
+        counters.remote_peer_dropped_requests += len(chosen.dropped_dcs)
+        mode = chosen.mode
+        if mode is Mode.ONE:
+            for target in chosen.targets:
+                self._send(
+                    session, target, raw, sink if target.counted else self._swallow, write, now
+                )
+            return
+        if mode is Mode.EACH:
+            each = EachQuorum(chosen.counted_per_dc(), self.topology.local.dc, multikey)
+            for target in chosen.targets:
+                self._send(session, target, raw, EachLeg(each, target.dc, sink), write, now)
+            return
+        decision = QuorumDecision(chosen.counted, safe=mode is Mode.SAFE, multikey=multikey)
+        collector = QuorumSink(decision, sink, counters, write)
+        for target in chosen.targets:
+            self._send(
+                session, target, raw, collector if target.counted else self._swallow, write, now
+            )
+
+    def _scatter(
+        self,
+        session: Session,
+        spec: CommandSpec,
+        args: list[bytes],
+        keys: list[bytes],
+        sink: ReplySink,
+        now: float,
+    ) -> None:
+        topology = self.topology
+        ring = topology.own_ring
+        groups: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(ring.owner(topology.token(key)).name, []).append(index)
+        write = spec.is_write(args)
+        level = session.write_consistency if write else session.read_consistency
+        pairs = spec.route is Route.SCATTER_OK  # MSET: key value pairs
+        if len(groups) == 1:
+            token = topology.token(keys[0])
+            self.replicate(session, token, encode_command(args), write, level, sink, now, True)
+            return
+        merge = Merge(spec.route, len(keys), len(groups), sink)
+        self.counters.fragments += len(groups)
+        for indices in groups.values():
+            fragment = [args[0]]
+            for index in indices:
+                fragment.append(keys[index])
+                if pairs:
+                    fragment.append(args[2 + 2 * index])
+            token = topology.token(keys[indices[0]])
+            raw = encode_command(fragment)
+            self.replicate(session, token, raw, write, level, merge.part(indices), now, True)
+
+    def _to_all(self, session: Session, args: list[bytes], sink: ReplySink, now: float) -> None:
+        raw = encode_command(args)
+        self._local(session, raw, sink, now)
+        flags = FLAG_RESP3 if session.protocol == 3 else 0
+        for peer in self.topology.peers:
+            if not peer.local:
+                same_dc = peer.dc == self.topology.local.dc
+                deadline = now + self.timeout + (SAME_DC_EXTRA if same_dc else REMOTE_DC_EXTRA)
+                self.counters.peer_requests += 1
+                self.peers.send(
+                    peer.name, session.id, MessageType.REQ, raw, self._swallow, deadline, flags
+                )
+
+    def _local(self, session: Session, raw: bytes, sink: ReplySink, now: float) -> None:
+        self.pool.send(session.id, session.protocol, raw, 1, sink, now + self.timeout)
+
+    def _send(
+        self,
+        session: Session,
+        target: Target,
+        raw: bytes,
+        sink: ReplySink,
+        write: bool,
+        now: float,
+    ) -> None:
+        peer = target.peer
+        if peer.local:
+            self._local(session, raw, sink, now)
+            return
+        extra = SAME_DC_EXTRA if peer.dc == self.topology.local.dc else REMOTE_DC_EXTRA
+        if write:
+            extra += WRITE_EXTRA
+        self.counters.peer_requests += 1
+        flags = FLAG_RESP3 if session.protocol == 3 else 0
+        self.peers.send(
+            peer.name, session.id, target.kind, raw, sink, now + self.timeout + extra, flags
+        )

@@ -1,0 +1,160 @@
+"""The peer listener: requests from other nodes, answered in order.
+
+Theory of operation
+-------------------
+Other nodes connect to ``dyn_listen`` and send Dynomite dnode frames.  Each
+connection is served by one task, in rounds, like a client connection::
+
+    receive_some -> FrameParser -> for each frame:
+        REQ          -> this node's datastore                (dynomite.md §4.3)
+        REQ_FORWARD  -> this node's datastore, and re-sent to the owner in
+                        every other rack of this DC (Coordinator.handle_forward)
+        GOSSIP_*, CRYPTO_HANDSHAKE, ... -> accepted, no reply (as Dynomite)
+    wait once for the round's replies -> one send_all of RES frames, in order
+
+Each reply frame echoes the request's message id and ``same_dc``.  A
+request frame's payload must be exactly one well-formed Redis request: the
+payload is parsed before it goes anywhere near the shared datastore
+connections, so a confused or hostile peer can only hurt its own link.  A
+fatal framing error (payload over the limit, encrypted frames, which
+trinomite does not speak: it uses TLS) closes that connection only.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ..protocol import replies as r
+from ..protocol.peer import Frame, FrameParser, MessageType, encode_frame
+from ..protocol.requests import RequestParser
+from .coordinator import Coordinator
+from .datastore import DatastorePool
+from .slots import Batch, Slot
+from .sockets import LeanSocketStream, accept_forever
+
+__all__ = ["PeerServerCounters", "serve_peers"]
+
+log = logging.getLogger("trinomite.peer_server")
+
+RECEIVE_SIZE = 256 * 1024
+_REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
+
+
+@attrs.define
+class PeerServerCounters:
+    """Dynomite's ``dnode_client_*`` stats (inbound peer connections)."""
+
+    dnode_client_connections: int = 0
+    dnode_client_eof: int = 0
+    dnode_client_err: int = 0
+    dnode_client_requests: int = 0
+
+
+def _one_request(payload: bytes) -> tuple[list[bytes], bytes] | None:
+    """The payload's arguments and exact encoding, if it is exactly one request."""
+    parser = RequestParser()
+    parser.feed(payload)
+    requests = parser.parse()
+    if len(requests) != 1 or parser.error is not None or parser.buffered:
+        return None
+    return requests[0], parser.blob
+
+
+class PeerConnectionHandler:
+    def __init__(
+        self,
+        stream: LeanSocketStream,
+        pool: DatastorePool,
+        coordinator: Coordinator,
+        counters: PeerServerCounters,
+        timeout: float,
+    ) -> None:
+        self.stream = stream
+        self.pool = pool
+        self.coordinator = coordinator
+        self.counters = counters
+        self.timeout = timeout
+        self.name = stream.peer_name()
+
+    async def run(self) -> None:
+        counters = self.counters
+        counters.dnode_client_connections += 1
+        try:
+            await self._serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            counters.dnode_client_eof += 1
+        except Exception:
+            counters.dnode_client_err += 1
+            log.exception("peer %s: handler failed", self.name)
+        finally:
+            counters.dnode_client_connections -= 1
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _serve(self) -> None:
+        parser = FrameParser()
+        stream = self.stream
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                self.counters.dnode_client_eof += 1
+                return
+            parser.feed(data)
+            frames = parser.frames()
+            if frames:
+                await self._answer(frames)
+            if parser.error is not None:
+                self.counters.dnode_client_err += 1
+                log.warning("peer %s: %s; closing", self.name, parser.error.message)
+                return
+
+    async def _answer(self, frames: list[Frame]) -> None:
+        batch = Batch()
+        answers: list[tuple[int, bool, Slot]] = []
+        now = trio.current_time()
+        for frame in frames:
+            kind = frame.type
+            if kind not in _REQUESTS:
+                continue
+            self.counters.dnode_client_requests += 1
+            slot = batch.slot()
+            answers.append((frame.msg_id, frame.same_dc, slot))
+            request = _one_request(frame.payload)
+            protocol = 3 if frame.resp3 else 2
+            if request is None:
+                slot.set(r.error("ERR Protocol error: peer frame payload is not one request"))
+            elif kind is MessageType.REQ:
+                self.pool.send(0, protocol, request[1], 1, slot, now + self.timeout)
+            else:
+                self.coordinator.handle_forward(request[0], request[1], protocol, slot, now)
+        await batch.wait()
+        if answers:
+            await self.stream.send_all(
+                b"".join(
+                    encode_frame(msg_id, MessageType.RES, slot.reply or b"", same_dc=same_dc)
+                    for msg_id, same_dc, slot in answers
+                )
+            )
+
+
+async def serve_peers(
+    listeners: list[socket.socket],
+    make_handler: Callable[[LeanSocketStream], PeerConnectionHandler],
+    handler_nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept peer connections on every listener until cancelled."""
+
+    def handle(stream: LeanSocketStream) -> None:
+        handler_nursery.start_soon(make_handler(stream).run)
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_forever, listener, handle)
+        task_status.started()

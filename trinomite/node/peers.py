@@ -1,0 +1,262 @@
+"""Outgoing peer links: pipelined, multiplexed connections to the other nodes.
+
+Theory of operation
+-------------------
+Every other node gets a ``PeerPool`` of ``local_peer_connections`` (same
+DC) or ``remote_peer_connections`` (other DC) connections.  Each is a
+``links.Link`` (connect, backoff, writer, watchdog) that frames requests in
+Dynomite's dnode format and matches replies by message id::
+
+    submit(kind, payload, sink) -> frame "   $2014$ <id> <kind> ..." -> outbox
+    reader: RES frame <id> -> pop FIFO head(s) -> sink.set(payload)
+
+Replies come back in request order (the peer serves a connection in FIFO
+order), so matching is Dynomite's ``dnode_rsp_forward``: a reply whose id
+is *older* than the head is from the past and dropped; requests *ahead* of
+a newer reply never got one and are failed (``mismatches``).
+
+**A timeout fails only that request** (Dynomite closes the whole connection
+and fails everything on it).  The watchdog keeps a heap of deadlines; an
+expired request's sink gets ``-ERR Peer: Connection timed out`` while its
+FIFO entry stays, so the late reply, when it comes, is matched and dropped.
+If the oldest request is still unanswered a whole timeout after its own
+deadline, the peer is not answering at all: the connection is replaced.
+
+Message ids come from one node-wide counter (as in Dynomite), so ids on one
+connection increase but are not consecutive.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import deque
+
+import trio
+
+from ..config.model import NodeConfig
+from ..errors import NodeError, redis_error
+from ..protocol.peer import FrameParser, MessageType, encode_frame
+from ..protocol.replies import ReplyProtocolError
+from ..ring.topology import PeerInfo
+from .links import ConnState, Link, LinkFailed
+from .slots import ReplySink
+from .sockets import connect_tcp
+
+__all__ = ["PeerConnection", "PeerPool", "PeerPools"]
+
+log = logging.getLogger("trinomite.peers")
+
+RECEIVE_SIZE = 256 * 1024
+TIMEOUT_REPLY = redis_error(NodeError.PEER_TIMEOUT)
+NOT_CONNECTED = redis_error(NodeError.PEER_HOST_NOT_CONNECTED)
+MISMATCH_REPLY = redis_error(NodeError.PEER_CONNECTION_REFUSE)
+
+
+class _Pending:
+    __slots__ = ("deadline", "done", "msg_id", "sink")
+
+    def __init__(self, msg_id: int, sink: ReplySink, deadline: float) -> None:
+        self.msg_id = msg_id
+        self.sink = sink
+        self.deadline = deadline
+        self.done = False
+
+    def finish(self, reply: bytes) -> None:
+        if not self.done:
+            self.done = True
+            self.sink.set(reply)
+
+
+class PeerConnection(Link):
+    """One pipelined connection to a peer's ``dyn_listen``."""
+
+    broken_error = NodeError.PEER_CONNECTION_REFUSE
+    failure_types = (*Link.failure_types, ReplyProtocolError)
+
+    def __init__(
+        self,
+        *,
+        peer: PeerInfo,
+        index: int,
+        same_dc: bool,
+        ids: itertools.count[int],
+        timeout: float,
+        max_backoff: float,
+        preconnect: bool,
+    ) -> None:
+        async def connect() -> trio.abc.Stream:
+            return await connect_tcp(peer.host, peer.port)
+
+        super().__init__(
+            name=f"peer {peer.name}#{index}",
+            connect=connect,
+            timeout=timeout,
+            max_backoff=max_backoff,
+            preconnect=preconnect,
+        )
+        self.peer = peer
+        self.same_dc = same_dc
+        self.mismatches = 0
+        self._ids = ids
+        self._inflight: deque[_Pending] = deque()
+        self._deadlines: list[tuple[float, int, _Pending]] = []
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def submit(
+        self, kind: MessageType, payload: bytes, sink: ReplySink, deadline: float, flags: int = 0
+    ) -> bool:
+        """Send one request; False (nothing sent) while the peer is unreachable."""
+        msg_id = next(self._ids)
+        frame = encode_frame(msg_id, kind, payload, same_dc=self.same_dc, flags=flags)
+        if not self._enqueue(frame):
+            return False
+        entry = _Pending(msg_id, sink, deadline)
+        self._inflight.append(entry)
+        heapq.heappush(self._deadlines, (deadline, msg_id, entry))
+        return True
+
+    async def _read_replies(self, stream: trio.abc.Stream) -> None:
+        parser = FrameParser()
+        inflight = self._inflight
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise LinkFailed(self.broken_error, "peer closed the connection")
+            parser.feed(data)
+            for frame in parser.frames():
+                if frame.type is not MessageType.RES:
+                    continue  # gossip and handshakes need no reply here
+                msg_id = frame.msg_id
+                while inflight and inflight[0].msg_id < msg_id:
+                    self.mismatches += 1  # never answered: Dynomite's peer_mismatch_requests
+                    inflight.popleft().finish(MISMATCH_REPLY)
+                if inflight and inflight[0].msg_id == msg_id:
+                    inflight.popleft().finish(frame.payload)
+            if parser.error is not None:
+                raise LinkFailed(self.broken_error, parser.error.message)
+
+    async def _watch_deadlines(self, stream: trio.abc.Stream) -> None:
+        deadlines = self._deadlines
+        inflight = self._inflight
+        while True:
+            now = trio.current_time()
+            while deadlines and (deadlines[0][2].done or deadlines[0][0] <= now):
+                _, _, entry = heapq.heappop(deadlines)
+                if not entry.done:
+                    self.timeouts += 1
+                    entry.finish(TIMEOUT_REPLY)
+            if inflight and inflight[0].done and now > inflight[0].deadline + self.timeout:
+                raise LinkFailed(NodeError.PEER_TIMEOUT, "peer stopped answering")
+            if deadlines:
+                await trio.sleep_until(deadlines[0][0])
+            else:
+                await trio.sleep(self.timeout)
+
+    def _fail_inflight(self, error: NodeError) -> None:
+        reply = redis_error(error)
+        inflight, self._inflight = self._inflight, deque()
+        self._deadlines = []
+        self._outbox = []
+        for entry in inflight:
+            entry.finish(reply)
+
+
+class PeerPool:
+    """The connections to one peer."""
+
+    def __init__(self, connections: list[PeerConnection]) -> None:
+        self.connections = connections
+        self.peer = connections[0].peer
+
+    @property
+    def up(self) -> bool:
+        return any(c.state is ConnState.UP for c in self.connections)
+
+    def submit(
+        self,
+        client_id: int,
+        kind: MessageType,
+        payload: bytes,
+        sink: ReplySink,
+        deadline: float,
+        flags: int = 0,
+    ) -> bool:
+        """Send on the client's home connection, or any that is up; False if none can."""
+        connections = self.connections
+        home = connections[client_id % len(connections)]
+        if home.state is not ConnState.UP:
+            home = next((c for c in connections if c.state is ConnState.UP), home)
+        return home.submit(kind, payload, sink, deadline, flags)
+
+
+class PeerPools:
+    """Every peer's pool, by peer name; started and supervised as one task."""
+
+    def __init__(self, config: NodeConfig, peers: list[PeerInfo], local_dc: str) -> None:
+        ids = itertools.count(1)
+        self._changed = trio.Event()
+        self.pools: dict[str, PeerPool] = {}
+        for peer in peers:
+            same_dc = peer.dc == local_dc
+            count = config.local_peer_connections if same_dc else config.remote_peer_connections
+            self.pools[peer.name] = PeerPool(
+                [
+                    PeerConnection(
+                        peer=peer,
+                        index=i,
+                        same_dc=same_dc,
+                        ids=ids,
+                        timeout=config.timeout / 1000,
+                        # Dynomite hard-codes 10 s for peers; trinomite uses the
+                        # same configurable cap as for the datastore.
+                        max_backoff=config.server_retry_timeout / 1000,
+                        preconnect=config.preconnect,
+                    )
+                    for i in range(count)
+                ]
+            )
+
+        for pool in self.pools.values():
+            for connection in pool.connections:
+                connection.on_state_change = self._state_changed
+
+    def _state_changed(self, connection: Link) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait until any peer connection changes state (up, down, ...)."""
+        await self._changed.wait()
+
+    def __getitem__(self, name: str) -> PeerPool:
+        return self.pools[name]
+
+    def is_up(self, name: str) -> bool:
+        return self.pools[name].up
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every connection; ready once each made its first attempt (or is lazy)."""
+        async with trio.open_nursery() as nursery:
+            for pool in self.pools.values():
+                for connection in pool.connections:
+                    nursery.start_soon(connection.run)
+            task_status.started()
+
+    def send(
+        self,
+        name: str,
+        client_id: int,
+        kind: MessageType,
+        payload: bytes,
+        sink: ReplySink,
+        deadline: float,
+        flags: int = 0,
+    ) -> None:
+        """Send to a peer; an unreachable peer answers ``Peer Node is not connected`` now."""
+        if not self.pools[name].submit(client_id, kind, payload, sink, deadline, flags):
+            sink.set(NOT_CONNECTED)

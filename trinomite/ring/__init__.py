@@ -1,0 +1,1 @@
+"""Token ring: Dynomite-compatible key hashing and token ownership."""
