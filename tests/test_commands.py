@@ -108,11 +108,14 @@ def test_store_option_makes_a_write():
 
 def test_unknown_command_error_matches_redis():
     assert unknown_command_error([b"foo", b"a", b"b"]) == (
-        "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        b"ERR unknown command 'foo', with args beginning with: 'a' 'b' "
     )
     long_args = [b"foo", b"x" * 200, b"y"]
     assert unknown_command_error(long_args) == (
-        "ERR unknown command 'foo', with args beginning with: '" + "x" * 128 + "' "
+        b"ERR unknown command 'foo', with args beginning with: '" + b"x" * 128 + b"' "
+    )
+    assert unknown_command_error([b"f\x00oo", b"a\r\nb"]) == (
+        b"ERR unknown command 'f', with args beginning with: 'a  b' "
     )
 
 

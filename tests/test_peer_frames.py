@@ -31,6 +31,7 @@ CHUNKS = [
 ]
 CHUNK_IDS = [f"{name}-{i}" for name, i, _ in CHUNKS]
 SET_FOO = b"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$3\r\nbar\r\n"
+GOOD = encode_frame(9, MessageType.REQ, SET_FOO, same_dc=True)
 
 
 def parse_all(data: bytes, step: int | None = None, **kwargs) -> tuple[list[Frame], FrameParser]:
@@ -155,6 +156,32 @@ def test_gossip_frames():
     assert empty == Frame(1, MessageType.GOSSIP_SYN, b"", same_dc=True, data=b"a")
 
 
+def test_next_frame_one_at_a_time_and_large_payload_in_pieces():
+    big = Frame(77, MessageType.RES, b"$200000\r\n" + b"v" * 200_000 + b"\r\n", same_dc=True)
+    stream = GOOD + big.encode() + GOOD
+    parser = FrameParser()
+    got = []
+    for i in range(0, len(stream), 1000):
+        parser.feed(stream[i : i + 1000])
+        while (frame := parser.next_frame()) is not None:
+            got.append(frame)
+        assert parser.buffered <= 1000 + len(big.payload) + 64
+    assert [f.msg_id for f in got] == [9, 77, 9]
+    assert got[1] == big
+    assert clean(parser)
+
+
+@pytest.mark.parametrize("cut", [10, len(GOOD) - 5])  # inside the header, inside the payload
+def test_compaction_keeps_a_partial_frame(cut):
+    many = GOOD * (70_000 // len(GOOD))  # past the compaction threshold
+    frames, parser = parse_all(many + GOOD[:cut])
+    assert len(frames) == len(many) // len(GOOD)
+    assert parser.buffered == cut
+    parser.feed(GOOD[cut:])
+    assert parser.frames() == [frames[0]]
+    assert clean(parser)
+
+
 # -- encoder -------------------------------------------------------------------
 
 
@@ -186,6 +213,11 @@ def test_encode_rejects_out_of_range(kwargs):
         encode_frame(**args)
 
 
+def test_encode_header_rejects_negative_payload_len():
+    with pytest.raises(ValueError, match="negative"):
+        encode_header(1, MessageType.REQ, -1, same_dc=True)
+
+
 def test_extreme_field_values_round_trip():
     frame = Frame((1 << 64) - 1, MessageType.SHUTDOWN, b"\r\n" * 3, True, 252, 255, b"x\r\n y")
     frames, parser = parse_all(frame.encode(), step=1)
@@ -194,8 +226,6 @@ def test_extreme_field_values_round_trip():
 
 
 # -- resynchronisation ---------------------------------------------------------
-
-GOOD = encode_frame(9, MessageType.REQ, SET_FOO, same_dc=True)
 
 
 @pytest.mark.parametrize("step", [1, 5, 1000])
@@ -315,7 +345,9 @@ def test_encrypted_frame_is_an_error_not_data():
 
 @pytest.mark.parametrize("flags", [FLAG_COMPRESSED, FLAG_COMPRESSED | FLAG_RESP3, 3])
 def test_compressed_or_encrypted_flag_bits(flags):
-    frames, parser = parse_all(encode_frame(1, MessageType.RES, b":1\r\n", same_dc=True, flags=flags))
+    frames, parser = parse_all(
+        encode_frame(1, MessageType.RES, b":1\r\n", same_dc=True, flags=flags)
+    )
     assert frames == []
     assert parser.error is not None
     assert parser.error.kind == ("encrypted" if flags & FLAG_ENCRYPTED else "compressed")

@@ -46,6 +46,7 @@ from trinomite.config.model import (
     Seed,
     UnixPath,
 )
+from trinomite.ring.hashing import NAMES
 
 __all__ = [
     "HASHES",
@@ -363,21 +364,7 @@ SEEDS = Parser(_SEED, _seed, many=True)
 ANYTHING = Parser("any value", _text)
 
 #: ``hash`` names, as in Dynomite's ``hash_strings`` (``murmur3`` is a stub there).
-HASHES = (
-    "one_at_a_time",
-    "md5",
-    "crc16",
-    "crc32",
-    "crc32a",
-    "fnv1_64",
-    "fnv1a_64",
-    "fnv1_32",
-    "fnv1a_32",
-    "hsieh",
-    "murmur",
-    "jenkins",
-    "murmur3",
-)
+HASHES = NAMES
 SEED_PROVIDERS = ("simple_provider", "florida_provider", "dns_provider")
 CONSISTENCY = choice({c.value: c for c in Consistency}, any_case=True)
 CONNECTIONS = number(1, 255, "connections")

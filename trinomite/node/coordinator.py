@@ -243,8 +243,8 @@ class Coordinator:
         topology = self.topology
         if route is Route.SAME:
             ring = topology.own_ring
-            owner = ring.owner(topology.token(keys[0]))
-            if any(ring.owner(topology.token(k)) is not owner for k in keys[1:]):
+            owner = topology.owner(ring, topology.token(keys[0]))
+            if any(topology.owner(ring, topology.token(k)) is not owner for k in keys[1:]):
                 scripts = spec.name.startswith("eval")
                 error = NodeError.SCRIPT_SPANS_NODES if scripts else NodeError.KEYS_SPAN_NODES
                 sink.set(redis_error(error))
@@ -272,6 +272,8 @@ class Coordinator:
         if not keys:
             return
         token = self.topology.token(keys[0])
+        if token < 0:
+            return
         flags = FLAG_RESP3 if protocol == 3 else 0
         deadline = now + self.timeout + SAME_DC_EXTRA + WRITE_EXTRA
         for ring in self.topology.local_rings[1:]:
@@ -294,6 +296,9 @@ class Coordinator:
         multikey: bool = False,
     ) -> None:
         """Send one keyed request to its replicas and collect the client's reply."""
+        if token < 0:  # an empty hashed key: the local node only, as Dynomite
+            self._local(session, raw, sink, now)
+            return
         chosen = plan(self.topology, token, write=write, level=level, is_up=self.peers.is_up)
         counters = self.counters
         counters.read_failover_requests += chosen.failover
@@ -331,7 +336,7 @@ class Coordinator:
         ring = topology.own_ring
         groups: dict[str, list[int]] = {}
         for index, key in enumerate(keys):
-            groups.setdefault(ring.owner(topology.token(key)).name, []).append(index)
+            groups.setdefault(topology.owner(ring, topology.token(key)).name, []).append(index)
         write = spec.is_write(args)
         level = session.write_consistency if write else session.read_consistency
         pairs = spec.route is Route.SCATTER_OK  # MSET: key value pairs

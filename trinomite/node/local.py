@@ -83,6 +83,8 @@ def _select(session: Session, args: list[bytes]) -> bytes:
 
 def _auth(session: Session, args: list[bytes]) -> bytes:
     # No password is configured: answer as Redis 7 does with a nopass default user.
+    if len(args) > 3:
+        return r.error("ERR syntax error")
     if len(args) == 2:
         return r.error(
             "ERR AUTH <password> called without any password configured for the default "
@@ -230,10 +232,18 @@ def _command_doc(spec: CommandSpec, protocol: int) -> bytes:
     return r.map_reply(doc, protocol)
 
 
+#: COMMAND subcommands' minimum argument counts, as Redis 7 checks them
+#: (COUNT takes exactly 2).
+_COMMAND_ARITY = {b"count": 2, b"getkeys": 4}
+
+
 def _command(session: Session, args: list[bytes]) -> bytes:
     if len(args) == 1:
         return r.array(_command_info(spec) for spec in COMMANDS.values())
     sub = args[1].lower()
+    minimum = _COMMAND_ARITY.get(sub)
+    if minimum is not None and (len(args) < minimum or (minimum == 2 and len(args) > 2)):
+        return r.error(arity_error("command|" + sub.decode()))
     if sub == b"count":
         return r.integer(len(COMMANDS))
     if sub == b"list":
@@ -248,7 +258,7 @@ def _command(session: Session, args: list[bytes]) -> bytes:
         return r.map_reply(
             {r.bulk(s.name): _command_doc(s, session.protocol) for _, s in found}, session.protocol
         )
-    if sub == b"getkeys" and len(args) >= 3:
+    if sub == b"getkeys":
         spec = lookup(args[2])
         if spec is None or not spec.arity_ok(len(args) - 2):
             return r.error("ERR Invalid command specified")

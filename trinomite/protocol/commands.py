@@ -407,12 +407,18 @@ def arity_error(name: str) -> str:
     return f"ERR wrong number of arguments for '{name}' command"
 
 
-def unknown_command_error(args: list[bytes]) -> str:
-    """Redis 7's message for an unknown command, byte for byte."""
-    shown = ""
+def unknown_command_error(args: list[bytes]) -> bytes:
+    """Redis 7's message for an unknown command, byte for byte.
+
+    Built from bytes as Redis does (``%.128s`` of the name, ``'%.*s' `` per
+    argument with a 128-byte budget): each argument stops at a NUL byte,
+    truncation counts bytes, and CR/LF become spaces.
+    """
+    shown = b""
     for arg in args[1:]:
         if len(shown) >= 128:
             break
-        shown += "'" + arg.decode("utf-8", "replace")[: 128 - len(shown)] + "' "
-    name = args[0].decode("utf-8", "replace")[:128]
-    return f"ERR unknown command '{name}', with args beginning with: {shown}"
+        shown += b"'" + arg.split(b"\0", 1)[0][: 128 - len(shown)] + b"' "
+    name = args[0].split(b"\0", 1)[0][:128]
+    message = b"ERR unknown command '" + name + b"', with args beginning with: " + shown
+    return message.replace(b"\r", b" ").replace(b"\n", b" ")

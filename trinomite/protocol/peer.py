@@ -246,6 +246,7 @@ class FrameParser:
         self._start = 0  # first byte not consumed: frame start, or where seeking resumes
         self._hdr = -1  # offset just after the current frame's magic; -1 while seeking
         self._find_from = 0  # where the CRLF search resumes
+        self._resyncing = False  # seeking after a malformed header
         # Parsed header waiting for its payload: (fields..., payload start, payload end).
         self._head: tuple[int, int, int, int, bool, bytes, int, int] | None = None
 
@@ -341,7 +342,8 @@ class FrameParser:
             keep = max(start, end - _KEEP)
             if keep > start:
                 self.skipped += keep - start
-                self.last_problem = f"skipped {keep - start} bytes looking for a frame magic"
+                if not self._resyncing:  # keep the reason of the resync for the log
+                    self.last_problem = f"skipped {keep - start} bytes looking for a frame magic"
                 self._start = keep
             return -1
         lead = at - start
@@ -350,7 +352,9 @@ class FrameParser:
             spaces += 1
         if lead > spaces:
             self.skipped += lead - spaces
-            self.last_problem = f"skipped {lead - spaces} bytes before a frame magic"
+            if not self._resyncing:
+                self.last_problem = f"skipped {lead - spaces} bytes before a frame magic"
+        self._resyncing = False
         self._start = at - spaces
         self._find_from = 0
         self._hdr = at + len(_CORE)
@@ -421,6 +425,7 @@ class FrameParser:
         self.resyncs += 1
         self.skipped += restart - self._start
         self.last_problem = problem
+        self._resyncing = True
         self._start = restart
         self._hdr = -1
         self._find_from = 0

@@ -209,9 +209,10 @@ def simple(text: str | bytes) -> bytes:
     return b"+" + data + _CRLF
 
 
-def error(text: str) -> bytes:
+def error(text: str | bytes) -> bytes:
     """``text`` includes its code, e.g. ``"ERR unknown command"``."""
-    return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + _CRLF
+    data = text.encode() if isinstance(text, str) else text
+    return b"-" + data.replace(b"\r", b" ").replace(b"\n", b" ") + _CRLF
 
 
 def integer(value: int) -> bytes:

@@ -78,6 +78,12 @@ class ProtocolError:
         return b"-ERR Protocol error: " + self.message.encode() + _CRLF
 
 
+def _bad_number(digits: bytearray) -> bool:
+    """A leading zero (``01``, ``-01``): Redis's string2ll refuses these."""
+    body = digits[1:] if digits[:1] == b"-" else digits
+    return len(body) > 1 and body[:1] == b"0"
+
+
 class Request:
     """One parsed client request.
 
@@ -192,6 +198,9 @@ class PyRequestParser:
         if nl < 0:
             return False
         digits = buf[self._pos + 1 : nl]
+        if _bad_number(digits):
+            self._fail("invalid multibulk length")
+            return False
         if digits.isdigit() and len(digits) < _MAX_DIGITS:
             count = int(digits)
         elif digits[:1] == b"-" and digits[1:].isdigit() and len(digits) < _MAX_DIGITS:
@@ -227,7 +236,12 @@ class PyRequestParser:
                 if nl < 0:
                     break
                 digits = buf[pos + 1 : nl]
-                if not digits.isdigit() or len(digits) >= _MAX_DIGITS or int(digits) > max_bulk:
+                if (
+                    not digits.isdigit()
+                    or len(digits) >= _MAX_DIGITS
+                    or _bad_number(digits)
+                    or int(digits) > max_bulk
+                ):
                     self._fail("invalid bulk length")
                     return False
                 bulk = int(digits)
@@ -292,9 +306,10 @@ class PyRequestParser:
         self._start = 0
 
 
-#: A multibulk count of 7+ digits: hiredis would preallocate a list for it,
-#: so a round containing one is parsed by the bounded Python parser instead.
-_HUGE_COUNT = re.compile(rb"\*\+?\d{7}")
+#: Rounds the Python parser must handle: a multibulk count of 7+ digits
+#: (hiredis would preallocate a list for it) and lengths with a leading zero
+#: (hiredis accepts ``$03``; Redis refuses it).
+_SLOW_PATH = re.compile(rb"\*\+?\d{7}|[*$]-?0\d")
 
 
 class RequestParser:
@@ -348,7 +363,7 @@ class RequestParser:
             self.blob = b""
             return []
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if data[0] != _STAR or _HUGE_COUNT.search(data) is not None:
+        if data[0] != _STAR or _SLOW_PATH.search(data) is not None:
             self._to_slow(data)
             return None
         reader = hiredis.Reader()

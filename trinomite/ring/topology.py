@@ -33,9 +33,12 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from ..config.model import NodeConfig
-from .hashing import HASHES, tagged
+from .hashing import lookup, tagged
 
-__all__ = ["PeerInfo", "RackRing", "Topology", "TopologyError"]
+__all__ = ["LOCAL_TOKEN", "PeerInfo", "RackRing", "Topology", "TopologyError"]
+
+#: The "token" of a key whose hashed part is empty: routed to the local node.
+LOCAL_TOKEN = -1
 
 
 class TopologyError(ValueError):
@@ -97,9 +100,9 @@ class Topology:
 
     def __attrs_post_init__(self) -> None:
         try:
-            function = HASHES[self.hash_name]
-        except KeyError:
-            raise TopologyError(f"hash {self.hash_name!r} cannot route keys") from None
+            function = lookup(self.hash_name)
+        except ValueError as exc:
+            raise TopologyError(f"hash: {exc}") from None
         object.__setattr__(self, "_hash", function)
 
     # -- building ------------------------------------------------------------
@@ -152,8 +155,18 @@ class Topology:
         return len(self.peers) == 1
 
     def token(self, key: bytes) -> int:
-        """The key's ring token (hash of the hash-tagged part of the key)."""
-        return self._hash(tagged(key, self.hash_tag))
+        """The key's ring token (hash of the hash-tagged part of the key).
+
+        An empty part (an empty key, or an empty tag like ``{}x``) is
+        ``LOCAL_TOKEN``: Dynomite never hashes those and sends them to the
+        local node.
+        """
+        part = tagged(key, self.hash_tag)
+        return self._hash(part) if part else LOCAL_TOKEN
+
+    def owner(self, ring: RackRing, token: int) -> PeerInfo:
+        """``ring.owner(token)``, with ``LOCAL_TOKEN`` meaning this node."""
+        return ring.owner(token) if token >= 0 else self.local
 
     def ring(self, dc: str, rack: str) -> RackRing:
         return self.racks[dc][rack]
