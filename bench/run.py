@@ -8,15 +8,19 @@
 # min/max, and ratios of medians to "direct" and "twemproxy". Peak RSS
 # (VmHWM) of every proxy process is read from /proc before it is stopped.
 #
-# A target is a function `start(lab) -> port`: it starts its processes through
-# the Lab (which records them for cleanup) and returns the RESP port to bench.
-# To add one, write such a function and register it in TARGETS.
+# A target is a function `start(lab, opts) -> port`: it starts its processes
+# through the Lab (which records them for cleanup) and returns the RESP port to
+# bench. To add one (e.g. a trinomite cluster), write such a function, using
+# lab.start_redis() and start_trinomite_node(), and register it in TARGETS.
+# CPU used by other processes during the run is measured and reported, since
+# on a shared 2-core machine it silently skews every figure.
 # Everything runs on 127.0.0.1; every wait and subprocess is bounded in time.
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -27,12 +31,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0  # seconds for a process to answer PING
 BENCH_TIMEOUT = 300.0  # seconds for one redis-benchmark invocation
 STOP_TIMEOUT = 5.0  # seconds between terminate and kill
+FOREIGN_CPU = 0.10  # share of all CPUs used by others during the run that taints the figures
+Row = dict[str, Any]  # one sample or summary cell, as written to --json
 MODES = {"P1": 1, "P16": 16}
 TESTS = ("SET", "GET")
 
@@ -100,22 +107,19 @@ class Lab:
             time.sleep(0.1)
         raise RuntimeError(f"{proc.name} did not answer PING on :{port} in {timeout}s{tail(proc)}")
 
-    def start_redis(self, name: str) -> int:
-        port = free_port()
-        argv = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            HOST,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ]
-        return self.wait_ready(self.spawn(name, argv), port)
+    def start_redis(self, name: str, attempts: int = 3) -> int:
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            argv = ["redis-server", *f"--port {port} --bind {HOST}".split(), "--save", ""]
+            argv += ["--appendonly", "no", "--daemonize", "no"]
+            proc = self.spawn(name, argv)
+            try:
+                return self.wait_ready(proc, port)
+            except RuntimeError:
+                # An exit usually means another process took the port first: retry.
+                if proc.popen.poll() is None or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     def read_rss(self) -> None:
         for proc in self.procs:
@@ -153,6 +157,36 @@ def proc_status_kb(pid: int) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+class CpuMeter:
+    """CPU used by processes outside this run, from /proc/stat minus our rusage.
+
+    Our own CPU is this script plus every child it has reaped (servers, proxies,
+    redis-benchmark), so foreign_share() must be called after all of them are waited for.
+    """
+
+    def __init__(self) -> None:
+        self.start = (time.monotonic(), self.system_busy(), self.ours())
+
+    @staticmethod
+    def system_busy() -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        # user + nice + system: process time only (irq, softirq, steal, guest left out).
+        return sum(fields[:3]) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def ours() -> float:
+        usages = (
+            resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        )
+        return sum(u.ru_utime + u.ru_stime for u in usages)
+
+    def foreign_share(self) -> float:
+        """Foreign CPU seconds / (wall seconds x CPU count) since construction."""
+        wall0, busy0, ours0 = self.start
+        foreign = (self.system_busy() - busy0) - (self.ours() - ours0)
+        return max(0.0, foreign) / ((time.monotonic() - wall0) * (os.cpu_count() or 1))
 
 
 def yaml_block(root: str, items: dict[str, str | int | list[str]]) -> str:
@@ -195,28 +229,26 @@ def start_twemproxy(lab: Lab, opts: Options) -> int:
             "servers": [f"{HOST}:{backend}:1"],
         },
     )
-    argv = [
-        "nutcracker",
-        "-c",
-        str(lab.write("twemproxy.yml", conf)),
-        "-s",
-        str(free_port()),
-        "-a",
-        HOST,
-        "-o",
-        str(lab.workdir / "nutcracker.out"),
-    ]
+    conf_path, out = lab.write("twemproxy.yml", conf), lab.workdir / "nutcracker.out"
+    argv = ["nutcracker", "-c", str(conf_path), "-o", str(out)]
+    argv += f"-s {free_port()} -a {HOST}".split()  # stats port, loopback only
     return lab.wait_ready(lab.spawn("twemproxy", argv, watch_rss=True), port)
 
 
-def start_trinomite_node(lab: Lab, name: str, items: dict[str, str | int | list[str]]) -> int:
+def start_trinomite_node(
+    lab: Lab,
+    name: str,
+    items: dict[str, str | int | list[str]],
+    port: int = 0,
+    dyn_port: int = 0,
+) -> int:
     """Start `python -m trinomite` on a generated Dynomite-style config."""
-    port = free_port()
+    port = port or free_port()
     conf = yaml_block(
         "dyn_o_mite",
         {
             "listen": f"{HOST}:{port}",
-            "dyn_listen": f"{HOST}:{free_port()}",
+            "dyn_listen": f"{HOST}:{dyn_port or free_port()}",
             "stats_listen": f"{HOST}:{free_port()}",
             **items,
         },
@@ -239,6 +271,69 @@ def start_trinomite(lab: Lab, opts: Options) -> int:
     )
 
 
+def quorum_write_ok(port: int) -> bool:
+    """True once a DC_QUORUM write through the node succeeds (peer links are up)."""
+    request = (
+        b"*2\r\n$28\r\ndyno_config:conn_consistency\r\n$9\r\nDC_QUORUM\r\n"
+        b"*3\r\n$3\r\nSET\r\n$12\r\n__bench_warm\r\n$1\r\n1\r\n"
+    )
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as sock:
+            sock.sendall(request)
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                reply += chunk
+            return reply == b"+OK\r\n+OK\r\n"
+    except OSError:
+        return False
+
+
+def start_cluster(lab: Lab, opts: Options, consistency: str) -> int:
+    """Two racks of one node each (each node its own process and redis-server)."""
+    ports = [free_port(), free_port()]
+    dyn_ports = [free_port(), free_port()]
+    racks = ["rack1", "rack2"]
+    first = 0
+    for i in (1, 0):  # the node the benchmark talks to starts last
+        other = 1 - i
+        backend = lab.start_redis(f"redis-{consistency}-{racks[i]}")
+        first = start_trinomite_node(
+            lab,
+            f"trinomite-{consistency}-{racks[i]}",
+            {
+                "servers": [f"{HOST}:{backend}:1"],
+                "tokens": "'0'",
+                "data_store": 0,
+                "datacenter": "dc1",
+                "rack": racks[i],
+                "dyn_seeds": [f"{HOST}:{dyn_ports[other]}:{racks[other]}:dc1:0"],
+                "read_consistency": consistency,
+                "write_consistency": consistency,
+                "server_retry_timeout": 1000,
+                "datastore_connections": opts.datastore_connections,
+            },
+            port=ports[i],
+            dyn_port=dyn_ports[i],
+        )
+    deadline = time.monotonic() + 20
+    while not quorum_write_ok(first):
+        if time.monotonic() > deadline:
+            raise RuntimeError("cluster peer links did not come up within 20 s")
+        time.sleep(0.05)
+    return first
+
+
+def start_cluster_one(lab: Lab, opts: Options) -> int:
+    return start_cluster(lab, opts, "DC_ONE")
+
+
+def start_cluster_quorum(lab: Lab, opts: Options) -> int:
+    return start_cluster(lab, opts, "DC_QUORUM")
+
+
 def start_naive(lab: Lab, opts: Options) -> int:
     backend, port = lab.start_redis("redis-naive"), free_port()
     script = str(REPO / "bench" / "naive_forwarder.py")
@@ -252,30 +347,20 @@ TARGETS: dict[str, Starter] = {
     "twemproxy": start_twemproxy,
     "trinomite": start_trinomite,
     "naive": start_naive,
+    "cluster-one": start_cluster_one,
+    "cluster-quorum": start_cluster_quorum,
 }
 
 # ---- measuring -------------------------------------------------------------
 
 
-def redis_benchmark(port: int, requests: int, clients: int, pipeline: int) -> dict[str, dict]:
-    argv = [
-        "redis-benchmark",
-        "-h",
-        HOST,
-        "-p",
-        str(port),
-        "-t",
-        "set,get",
-        "-n",
-        str(requests),
-        "-c",
-        str(clients),
-        "-P",
-        str(pipeline),
-        "--csv",
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=BENCH_TIMEOUT, check=True)
-    rows: dict[str, dict] = {}
+def redis_benchmark(
+    port: int, requests: int, clients: int, pipeline: int
+) -> dict[str, dict[str, float]]:
+    argv = f"redis-benchmark -h {HOST} -p {port} -t set,get --csv".split()
+    argv += f"-n {requests} -c {clients} -P {pipeline}".split()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=BENCH_TIMEOUT)
+    rows: dict[str, dict[str, float]] = {}
     header: list[str] = []
     for line in done.stdout.splitlines():
         cells = [c.strip('"') for c in line.split(",")]
@@ -283,13 +368,15 @@ def redis_benchmark(port: int, requests: int, clients: int, pipeline: int) -> di
             header = cells
         elif header and cells[0] in TESTS:
             rows[cells[0]] = {k: float(v) for k, v in zip(header[1:], cells[1:], strict=True)}
-    if set(rows) != set(TESTS):
-        raise RuntimeError(f"unexpected redis-benchmark output:\n{done.stdout}{done.stderr}")
+    if done.returncode or set(rows) != set(TESTS):
+        raise RuntimeError(
+            f"redis-benchmark on :{port} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
     return rows
 
 
-def run_rounds(ports: dict[str, int], args: argparse.Namespace) -> list[dict]:
-    samples: list[dict] = []
+def run_rounds(ports: dict[str, int], args: argparse.Namespace) -> list[Row]:
+    samples: list[Row] = []
     names = list(ports)
     for rnd in range(args.rounds):
         order = names[rnd % len(names) :] + names[: rnd % len(names)]
@@ -305,34 +392,33 @@ def run_rounds(ports: dict[str, int], args: argparse.Namespace) -> list[dict]:
     return samples
 
 
-def summarise(samples: list[dict], names: list[str]) -> list[dict]:
+def summarise(samples: list[Row], names: list[str]) -> list[Row]:
     cells: dict[tuple[str, str, str], list[float]] = {}
     for s in samples:
         cells.setdefault((s["target"], s["test"], s["mode"]), []).append(s["rps"])
-    summary = []
+    summary: list[Row] = []
     for name in names:
         for test in TESTS:
             for mode in MODES:
                 rps = cells[(name, test, mode)]
-                row = {
+                median = statistics.median(rps)
+                row: Row = {
                     "target": name,
                     "test": test,
                     "mode": mode,
-                    "median": statistics.median(rps),
+                    "median": median,
                     "min": min(rps),
                     "max": max(rps),
                     "n": len(rps),
                 }
                 for ref in ("direct", "twemproxy"):
                     if (ref, test, mode) in cells:
-                        row[f"vs_{ref}"] = row["median"] / statistics.median(
-                            cells[(ref, test, mode)]
-                        )
+                        row[f"vs_{ref}"] = median / statistics.median(cells[(ref, test, mode)])
                 summary.append(row)
     return summary
 
 
-def print_table(summary: list[dict], rss: dict[str, dict[str, int]], quick: bool) -> None:
+def print_table(summary: list[Row], rss: dict[str, dict[str, int]], quick: bool) -> None:
     print()
     if quick:
         print("*** QUICK RUN: tiny -n, one round. NOT a real measurement. ***")
@@ -356,7 +442,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__ or "trinomite benchmark")
     p.add_argument(
         "--targets",
-        default="direct,twemproxy,trinomite,naive",
+        default="direct,twemproxy,trinomite,naive,cluster-one,cluster-quorum",
         help=f"comma-separated subset of {','.join(TARGETS)}",
     )
     p.add_argument(
@@ -396,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found on PATH")
     opts = Options(datastore_connections=args.datastore_connections)
+    meter = CpuMeter()
     lab = Lab(Path(tempfile.mkdtemp(prefix="trinomite-bench-")))
     try:
         ports = {name: TARGETS[name](lab, opts) for name in args.names}
@@ -408,8 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         lab.stop_all()
         shutil.rmtree(lab.workdir, ignore_errors=True)
+    foreign = meter.foreign_share()
     summary = summarise(samples, args.names)
     print_table(summary, lab.rss, args.quick)
+    print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
+    if foreign > FOREIGN_CPU:
+        print("WARNING: other work was running on the machine; these figures are not clean.")
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         report = {
@@ -418,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             "samples": samples,
             "summary": summary,
             "rss_kb": lab.rss,
+            "foreign_cpu_share": foreign,
         }
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
