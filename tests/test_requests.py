@@ -19,6 +19,7 @@ from trinomite.protocol.requests import (
     PyRequestParser,
     RequestParser,
     encode_command,
+    parse_one,
 )
 
 GET = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"
@@ -229,3 +230,22 @@ def test_encoded_commands_round_trip(commands, chunk):
         blob += parser.blob
     assert out == commands
     assert blob == stream
+
+
+@pytest.mark.parametrize(
+    ("payload", "args"),
+    [
+        (GET, [b"GET", b"key"]),
+        (SET, [b"SET", b"k", b"va\r\nl"]),
+        (GET * 2, None),  # two requests
+        (GET[:-3], None),  # a partial one
+        (b"PING\r\n", [b"PING"]),  # inline goes through the Python parser
+        (b"*01\r\n$4\r\nPING\r\n", None),
+        (b"*1\r\n*1\r\n$1\r\nx\r\n", None),  # nested array
+        (b"*0\r\n", None),
+        (b"", None),
+        (b"\xff\xfe", None),
+    ],
+)
+def test_parse_one(payload, args):
+    assert parse_one(payload) == args

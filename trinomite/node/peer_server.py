@@ -31,7 +31,7 @@ import trio
 
 from ..protocol import replies as r
 from ..protocol.peer import Frame, FrameParser, MessageType, encode_frame
-from ..protocol.requests import RequestParser
+from ..protocol.requests import parse_one
 from .coordinator import Coordinator
 from .datastore import DatastorePool
 from .slots import Batch, Slot
@@ -43,6 +43,7 @@ log = logging.getLogger("trinomite.peer_server")
 
 RECEIVE_SIZE = 256 * 1024
 _REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
+_NOT_ONE_REQUEST = r.error("ERR Protocol error: peer frame payload is not one request")
 
 
 @attrs.define
@@ -53,16 +54,6 @@ class PeerServerCounters:
     dnode_client_eof: int = 0
     dnode_client_err: int = 0
     dnode_client_requests: int = 0
-
-
-def _one_request(payload: bytes) -> tuple[list[bytes], bytes] | None:
-    """The payload's arguments and exact encoding, if it is exactly one request."""
-    parser = RequestParser()
-    parser.feed(payload)
-    requests = parser.parse()
-    if len(requests) != 1 or parser.error is not None or parser.buffered:
-        return None
-    return requests[0], parser.blob
 
 
 class PeerConnectionHandler:
@@ -124,14 +115,15 @@ class PeerConnectionHandler:
             self.counters.dnode_client_requests += 1
             slot = batch.slot()
             answers.append((frame.msg_id, frame.same_dc, slot))
-            request = _one_request(frame.payload)
+            payload = frame.payload
+            args = parse_one(payload)
             protocol = 3 if frame.resp3 else 2
-            if request is None:
-                slot.set(r.error("ERR Protocol error: peer frame payload is not one request"))
+            if args is None:
+                slot.set(_NOT_ONE_REQUEST)
             elif kind is MessageType.REQ:
-                self.pool.send(0, protocol, request[1], 1, slot, now + self.timeout)
+                self.pool.send(0, protocol, payload, 1, slot, now + self.timeout)
             else:
-                self.coordinator.handle_forward(request[0], request[1], protocol, slot, now)
+                self.coordinator.handle_forward(args, payload, protocol, slot, now)
         await batch.wait()
         if answers:
             await self.stream.send_all(

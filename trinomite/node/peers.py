@@ -117,7 +117,13 @@ class PeerConnection(Link):
             return False
         entry = _Pending(msg_id, sink, deadline)
         self._inflight.append(entry)
-        heapq.heappush(self._deadlines, (deadline, msg_id, entry))
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self._inflight) + 1024:
+            # Answered requests stay in the heap until their deadline; drop them
+            # in one O(n) pass so the heap stays proportional to what is in flight.
+            deadlines = self._deadlines = [d for d in deadlines if not d[2].done]
+            heapq.heapify(deadlines)
+        heapq.heappush(deadlines, (deadline, msg_id, entry))
         return True
 
     async def _read_replies(self, stream: trio.abc.Stream) -> None:

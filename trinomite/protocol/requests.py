@@ -47,6 +47,7 @@ __all__ = [
     "Request",
     "RequestParser",
     "encode_command",
+    "parse_one",
 ]
 
 _STAR = 42  # '*'
@@ -404,3 +405,30 @@ class RequestParser:
         if slow.error is None and slow.at_boundary:
             self._slow = None
         return [r.args for r in requests]
+
+
+def parse_one(payload: bytes, limits: Limits | None = None) -> list[bytes] | None:
+    """The arguments of ``payload`` if it is exactly one well-formed request, else None.
+
+    Used for request payloads that arrive framed (from peers), where the
+    frame already delimits one request: hiredis parses the common case, the
+    bounded Python parser anything unusual.
+    """
+    if payload[:1] == b"*" and _SLOW_PATH.search(payload) is None:
+        reader = hiredis.Reader()
+        reader.feed(payload)
+        try:
+            args = reader.gets()
+            if not isinstance(args, list) or not args:
+                return None
+            b"".join(args)  # TypeError unless a flat list of bulk strings
+            reader.feed(b"+\r\n")
+            return args if reader.gets() == b"" else None
+        except (hiredis.ProtocolError, TypeError):
+            return None
+    parser = PyRequestParser(limits)
+    parser.feed(payload)
+    requests = parser.parse()
+    if len(requests) != 1 or parser.error is not None or not parser.at_boundary:
+        return None
+    return requests[0].args
