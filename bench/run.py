@@ -168,12 +168,27 @@ class CpuMeter:
 
     def __init__(self) -> None:
         self.start = (time.monotonic(), self.system_busy(), self.ours())
+        self.steal_start = self.steal()
 
     @staticmethod
-    def system_busy() -> float:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    def _cpu_fields() -> list[int]:
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+    @classmethod
+    def system_busy(cls) -> float:
         # user + nice + system: process time only (irq, softirq, steal, guest left out).
-        return sum(fields[:3]) / os.sysconf("SC_CLK_TCK")
+        return sum(cls._cpu_fields()[:3]) / os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def steal(cls) -> float:
+        """CPU seconds the hypervisor gave to other guests (the 8th /proc/stat field)."""
+        fields = cls._cpu_fields()
+        return (fields[7] if len(fields) > 7 else 0) / os.sysconf("SC_CLK_TCK")
+
+    def steal_share(self) -> float:
+        """Stolen CPU / (wall seconds x CPU count) since construction."""
+        wall = (time.monotonic() - self.start[0]) * (os.cpu_count() or 1)
+        return max(0.0, self.steal() - self.steal_start) / wall
 
     @staticmethod
     def ours() -> float:
@@ -498,9 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     foreign = meter.foreign_share()
     summary = summarise(samples, args.names)
     print_table(summary, lab.rss, args.quick)
+    stolen = meter.steal_share()
     print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
+    print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
     if foreign > FOREIGN_CPU:
         print("WARNING: other work was running on the machine; these figures are not clean.")
+    if stolen > FOREIGN_CPU:
+        print("WARNING: the hypervisor took CPU from this machine; ratios hold, rates do not.")
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         report = {
@@ -510,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary,
             "rss_kb": lab.rss,
             "foreign_cpu_share": foreign,
+            "steal_cpu_share": stolen,
         }
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
