@@ -22,6 +22,10 @@ FIFO entry stays, so the late reply, when it comes, is matched and dropped.
 If the oldest request is still unanswered a whole timeout after its own
 deadline, the peer is not answering at all: the connection is replaced.
 
+Connections to remote-DC peers send at most ``conn_msg_rate`` frames per
+second (a token bucket in the writer, as Dynomite's per-connection throttle);
+excess frames wait in the outbox, in order.
+
 Message ids come from one node-wide counter (as in Dynomite), so ids on one
 connection increase but are not consecutive.
 """
@@ -85,6 +89,7 @@ class PeerConnection(Link):
         timeout: float,
         max_backoff: float,
         preconnect: bool,
+        rate: int = 0,
     ) -> None:
         async def connect() -> trio.abc.Stream:
             return await connect_tcp(peer.host, peer.port)
@@ -98,6 +103,10 @@ class PeerConnection(Link):
         )
         self.peer = peer
         self.same_dc = same_dc
+        #: Most frames per second this connection sends (0: unlimited);
+        #: Dynomite's ``conn_msg_rate`` for remote-DC links.
+        self.rate = rate
+        self.throttled = 0
         self.mismatches = 0
         self._ids = ids
         self._inflight: deque[_Pending] = deque()
@@ -125,6 +134,30 @@ class PeerConnection(Link):
             heapq.heapify(deadlines)
         heapq.heappush(deadlines, (deadline, msg_id, entry))
         return True
+
+    async def _write_requests(self, stream: trio.abc.Stream) -> None:
+        if not self.rate:
+            await super()._write_requests(stream)
+            return
+        # A token bucket refilled continuously at ``rate`` frames per second and
+        # holding at most one second's worth, as Dynomite's dnode_req_send_next.
+        tokens = float(self.rate)
+        last = trio.current_time()
+        while True:
+            if not self._outbox:
+                await self._writer.park()
+                continue
+            now = trio.current_time()
+            tokens = min(float(self.rate), tokens + (now - last) * self.rate)
+            last = now
+            if tokens < 1:
+                self.throttled += 1
+                await trio.sleep((1 - tokens) / self.rate)
+                continue
+            count = min(len(self._outbox), int(tokens))
+            batch, self._outbox = self._outbox[:count], self._outbox[count:]
+            tokens -= count
+            await stream.send_all(b"".join(batch))
 
     async def _read_replies(self, stream: trio.abc.Stream) -> None:
         parser = FrameParser()
@@ -222,6 +255,7 @@ class PeerPools:
                         # same configurable cap as for the datastore.
                         max_backoff=config.server_retry_timeout / 1000,
                         preconnect=config.preconnect,
+                        rate=0 if same_dc else config.conn_msg_rate,
                     )
                     for i in range(count)
                 ]
