@@ -135,6 +135,8 @@ SAMPLES = {
     "max_inline_len": "4096",
     "max_client_pipeline": "16",
     "shutdown_grace": "0",
+    "feed_interval": "250",
+    "admin_token": "s3cret",
 }
 
 

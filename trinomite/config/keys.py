@@ -531,6 +531,15 @@ KEYS: tuple[Key, ...] = (
     _extension(
         "shutdown_grace", 0, INT_MAX, "milliseconds", "Grace for requests in flight at stop."
     ),
+    _extension(
+        "feed_interval", 10, INT_MAX, "milliseconds", "Period of the admin WebSocket snapshots."
+    ),
+    Key(
+        "admin_token",
+        TEXT,
+        "Bearer token required by state-changing admin paths.",
+        extension=True,
+    ),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

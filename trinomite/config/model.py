@@ -203,6 +203,11 @@ class NodeConfig:
     max_client_pipeline: int = 1024
     #: Grace period for in-flight requests on shutdown, in ms.
     shutdown_grace: int = 5000
+    #: Period of the admin WebSocket feed's snapshots, in ms.
+    feed_interval: int = 1000
+    #: Bearer token for state-changing admin paths.  Without one, those paths
+    #: are refused when the admin port is bound to a non-loopback address.
+    admin_token: str | None = None
 
     @property
     def datastore(self) -> DatastoreSpec:
