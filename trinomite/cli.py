@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns the process exit code; never calls ``sys.exit``.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:  # the `trinomite status` subcommand: its own flags
+        from trinomite import status
+
+        return status.main(argv[1:])
     parser = _build_parser()
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)

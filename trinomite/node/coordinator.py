@@ -41,10 +41,10 @@ from ..protocol.peer import FLAG_RESP3, MessageType
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from ..protocol.requests import encode_command
 from ..ring.topology import Topology
-from .datastore import DatastorePool
 from .local import Session
 from .peers import PeerPools
 from .slots import ReplySink
+from .state import StateGate
 
 __all__ = ["ClusterCounters", "Coordinator"]
 
@@ -209,13 +209,13 @@ class Coordinator:
     def __init__(
         self,
         topology: Topology,
-        pool: DatastorePool,
+        local: StateGate,
         peers: PeerPools,
         config: NodeConfig,
         counters: ClusterCounters,
     ) -> None:
         self.topology = topology
-        self.pool = pool
+        self.local = local
         self.peers = peers
         self.counters = counters
         self.timeout = config.timeout / 1000
@@ -235,7 +235,7 @@ class Coordinator:
             if route is Route.ALL:
                 self._to_all(session, args, sink, now)
             else:
-                self._local(session, encode_command(args), sink, now)
+                self._local(session, encode_command(args), sink, now, spec.is_write(args))
             return
         if route in (Route.SCATTER_ARRAY, Route.SCATTER_SUM, Route.SCATTER_OK):
             self._scatter(session, spec, args, keys, sink, now)
@@ -266,7 +266,7 @@ class Coordinator:
     ) -> None:
         """A remote DC's write: apply locally, re-send to this DC's other racks."""
         self.counters.forwarded_requests += 1
-        self.pool.send(0, protocol, raw, 1, sink, now + self.timeout)
+        self.local.send(0, protocol, raw, sink, now + self.timeout, True)
         spec = COMMANDS.get(args[0].decode("latin-1").lower()) if args else None
         keys = extract_keys(spec, args) if spec is not None and spec.arity_ok(len(args)) else None
         if not keys:
@@ -297,7 +297,7 @@ class Coordinator:
     ) -> None:
         """Send one keyed request to its replicas and collect the client's reply."""
         if token < 0:  # an empty hashed key: the local node only, as Dynomite
-            self._local(session, raw, sink, now)
+            self._local(session, raw, sink, now, write)
             return
         chosen = plan(self.topology, token, write=write, level=level, is_up=self.peers.is_up)
         counters = self.counters
@@ -358,7 +358,7 @@ class Coordinator:
 
     def _to_all(self, session: Session, args: list[bytes], sink: ReplySink, now: float) -> None:
         raw = encode_command(args)
-        self._local(session, raw, sink, now)
+        self._local(session, raw, sink, now, True)
         flags = FLAG_RESP3 if session.protocol == 3 else 0
         for peer in self.topology.peers:
             if not peer.local:
@@ -369,8 +369,10 @@ class Coordinator:
                     peer.name, session.id, MessageType.REQ, raw, self._swallow, deadline, flags
                 )
 
-    def _local(self, session: Session, raw: bytes, sink: ReplySink, now: float) -> None:
-        self.pool.send(session.id, session.protocol, raw, 1, sink, now + self.timeout)
+    def _local(
+        self, session: Session, raw: bytes, sink: ReplySink, now: float, write: bool
+    ) -> None:
+        self.local.send(session.id, session.protocol, raw, sink, now + self.timeout, write)
 
     def _send(
         self,
@@ -383,7 +385,7 @@ class Coordinator:
     ) -> None:
         peer = target.peer
         if peer.local:
-            self._local(session, raw, sink, now)
+            self._local(session, raw, sink, now, write)
             return
         extra = SAME_DC_EXTRA if peer.dc == self.topology.local.dc else REMOTE_DC_EXTRA
         if write:

@@ -43,6 +43,7 @@ import trio
 from ..config.model import DatastoreSpec, HostPort, NodeConfig, UnixPath
 from ..errors import NodeError, redis_error
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
+from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
 from .links import Connector, ConnState, Link, LinkFailed
 from .slots import Batch, ReplySink, Slot
@@ -84,6 +85,14 @@ class DatastoreConnection(Link):
         self._max_bulk_len = max_bulk_len
         # (sink, number of replies it takes, deadline), in send order.
         self._inflight: deque[tuple[ReplySink, int, float]] = deque()
+        #: Round-trip time of request runs (submit to reply), microseconds.
+        self.latency = Histogram()
+        self.requests = 0
+        self.request_bytes = 0
+        self.responses = 0
+        self.response_bytes = 0
+        self.dropped_requests = 0
+        self.timedout_requests = 0
 
     @property
     def inflight(self) -> int:
@@ -95,8 +104,11 @@ class DatastoreConnection(Link):
         Returns False (and queues nothing) while the datastore is down.
         """
         if not self._enqueue(raw):
+            self.dropped_requests += count
             return False
         self._inflight.append((sink, count, deadline))
+        self.requests += count
+        self.request_bytes += len(raw)
         return True
 
     async def _handshake(self, stream: trio.abc.Stream) -> None:
@@ -123,12 +135,18 @@ class DatastoreConnection(Link):
             if not inflight:
                 raise ReplyProtocolError("reply with no request in flight")
             framer.feed(data)
+            now = trio.current_time()
+            timeout = self.timeout
+            latency = self.latency
             while inflight:
-                sink, count, _ = inflight[0]
+                sink, count, deadline = inflight[0]
                 replies = framer.take(count)
                 if replies is None:
                     break
                 inflight.popleft()
+                self.responses += count
+                self.response_bytes += len(replies)
+                latency.observe(int((now - deadline + timeout) * 1e6), count)
                 sink.set(replies)
 
     async def _watch_deadlines(self, stream: trio.abc.Stream) -> None:
@@ -148,6 +166,8 @@ class DatastoreConnection(Link):
         inflight, self._inflight = self._inflight, deque()
         self._outbox = []
         for sink, count, _ in inflight:
+            if error is NodeError.STORAGE_TIMEOUT:
+                self.timedout_requests += count
             sink.set(reply * count)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import trio
 
+from ..admin.api import NodeState
 from ..errors import NodeError, redis_error
 from ..protocol import replies as r
 from ..protocol.commands import (
@@ -37,10 +38,12 @@ from ..protocol.commands import (
     unsupported_reason,
 )
 from ..protocol.requests import encode_command
+from ..stats.requests import RequestStats
 from .coordinator import Coordinator
 from .datastore import DatastorePool
 from .local import Session, answer
 from .slots import Batch, Slot
+from .state import StateGate
 
 __all__ = ["Dispatcher"]
 
@@ -51,12 +54,25 @@ def _unsupported(name: str, why: str) -> bytes:
 class Dispatcher:
     """Executes request batches for every client of one node."""
 
-    def __init__(self, pool: DatastorePool, coordinator: Coordinator | None = None) -> None:
+    def __init__(
+        self,
+        pool: DatastorePool,
+        coordinator: Coordinator,
+        gate: StateGate,
+        stats: RequestStats,
+        *,
+        cluster: bool,
+    ) -> None:
         self.pool = pool
         self.timeout = pool.connections[0].timeout if pool.connections else 5.0
         self.draining = False
-        #: Routes each request across the cluster; None for a lone node.
+        #: Routes requests across the cluster (and through the state gate).
         self.coordinator = coordinator
+        self.gate = gate
+        self.stats = stats
+        #: False for a lone node: consecutive requests then go to the
+        #: datastore as one run, as long as the node state is NORMAL.
+        self.cluster = cluster
 
     async def execute(
         self, session: Session, requests: list[list[bytes]], blob: bytes | None
@@ -64,10 +80,13 @@ class Dispatcher:
         """Replies to ``requests`` (whose exact encoding is ``blob``, if known), in order."""
         batch = Batch()
         parts: list[bytes | Slot] = []
-        deadline = trio.current_time() + self.timeout
+        started = trio.current_time()
+        deadline = started + self.timeout
         run: list[list[bytes]] = []  # consecutive requests bound for the datastore
         draining = self.draining
         by_bytes = BY_BYTES
+        counts = self.stats.counts
+        indices: list[int] = []  # each answered request's command, for the latency stats
         for args in requests:
             spec = by_bytes.get(args[0])
             if (
@@ -76,9 +95,16 @@ class Dispatcher:
                 and spec.min_args <= len(args) <= spec.max_args
                 and not draining
             ):
+                counts[spec.index] += 1
+                indices.append(spec.index)
                 run.append(args)  # the common case: forward as is
                 continue
             spec = spec or lookup(args[0])
+            if spec is not None:
+                counts[spec.index] += 1
+                indices.append(spec.index)
+            else:
+                self.stats.unknown += 1
             if spec is None:
                 reply = self._reject_unknown(args)
             elif not spec.arity_ok(len(args)):
@@ -104,6 +130,7 @@ class Dispatcher:
             whole = len(run) == len(requests)
             self._forward(session, run, blob if whole else None, batch, deadline, parts)
         await batch.wait()
+        self.stats.record(indices, int((trio.current_time() - started) * 1e6))
         if len(parts) == 1:
             only = parts[0]
             return only if isinstance(only, bytes) else only.reply or b""
@@ -120,11 +147,12 @@ class Dispatcher:
     ) -> None:
         """Send a run of validated requests; ``raw`` is their encoding if known.
 
-        A lone node sends the whole run to its datastore in one piece; in a
-        cluster each request is routed on its own by the coordinator.
+        A lone node in state NORMAL sends the whole run to its datastore in
+        one piece; otherwise each request is routed on its own by the
+        coordinator (which applies the node state to local requests).
         """
         coordinator = self.coordinator
-        if coordinator is None:
+        if not self.cluster and self.gate.state is NodeState.NORMAL:
             if raw is None:
                 raw = b"".join([encode_command(args) for args in run])
             parts.append(

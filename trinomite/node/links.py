@@ -100,6 +100,8 @@ class Link(abc.ABC):
         self._outbox: list[bytes] = []
         self._writer = Parker()
         self._wanted = Parker()  # a request arrived while IDLE
+        self._live: trio.CancelScope | None = None
+        self._reset = False
 
     @property
     def state(self) -> ConnState:
@@ -195,12 +197,23 @@ class Link(abc.ABC):
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
+            self._live = nursery.cancel_scope
             nursery.start_soon(guard, self._read_replies)
             nursery.start_soon(guard, self._write_requests)
             nursery.start_soon(guard, self._watch_deadlines)
+        self._live = None
+        if self._reset and not failure:
+            failure.append(LinkFailed(self.broken_error, "reset by the operator"))
+        self._reset = False
         reason = failure[0] if failure else LinkFailed(self.broken_error, "closed")
         log.warning("%s: connection lost: %s", self.name, reason)
         return reason.error
+
+    def reset(self) -> None:
+        """Drop the live connection now (requests in flight fail); it reconnects."""
+        if self._live is not None:
+            self._reset = True
+            self._live.cancel()
 
     async def _write_requests(self, stream: trio.abc.Stream) -> None:
         while True:

@@ -6,7 +6,7 @@ Other nodes connect to ``dyn_listen`` and send Dynomite dnode frames.  Each
 connection is served by one task, in rounds, like a client connection::
 
     receive_some -> FrameParser -> for each frame:
-        REQ          -> this node's datastore                (dynomite.md §4.3)
+        REQ          -> this node's datastore, through the node-state gate
         REQ_FORWARD  -> this node's datastore, and re-sent to the owner in
                         every other rack of this DC (Coordinator.handle_forward)
         GOSSIP_*, CRYPTO_HANDSHAKE, ... -> accepted, no reply (as Dynomite)
@@ -30,12 +30,13 @@ import attrs
 import trio
 
 from ..protocol import replies as r
+from ..protocol.commands import lookup
 from ..protocol.peer import Frame, FrameParser, MessageType, encode_frame
 from ..protocol.requests import parse_one
 from .coordinator import Coordinator
-from .datastore import DatastorePool
 from .slots import Batch, Slot
 from .sockets import LeanSocketStream, accept_forever
+from .state import StateGate
 
 __all__ = ["PeerServerCounters", "serve_peers"]
 
@@ -60,13 +61,13 @@ class PeerConnectionHandler:
     def __init__(
         self,
         stream: LeanSocketStream,
-        pool: DatastorePool,
+        local: StateGate,
         coordinator: Coordinator,
         counters: PeerServerCounters,
         timeout: float,
     ) -> None:
         self.stream = stream
-        self.pool = pool
+        self.local = local
         self.coordinator = coordinator
         self.counters = counters
         self.timeout = timeout
@@ -121,7 +122,9 @@ class PeerConnectionHandler:
             if args is None:
                 slot.set(_NOT_ONE_REQUEST)
             elif kind is MessageType.REQ:
-                self.pool.send(0, protocol, payload, 1, slot, now + self.timeout)
+                spec = lookup(args[0])
+                write = spec is None or spec.is_write(args)
+                self.local.send(0, protocol, payload, slot, now + self.timeout, write)
             else:
                 self.coordinator.handle_forward(args, payload, protocol, slot, now)
         await batch.wait()

@@ -36,6 +36,7 @@ import heapq
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -44,6 +45,7 @@ from ..errors import NodeError, redis_error
 from ..protocol.peer import FrameParser, MessageType, encode_frame
 from ..protocol.replies import ReplyProtocolError
 from ..ring.topology import PeerInfo
+from ..stats.histogram import Histogram
 from .links import ConnState, Link, LinkFailed
 from .slots import ReplySink
 from .sockets import connect_tcp
@@ -59,12 +61,13 @@ MISMATCH_REPLY = redis_error(NodeError.PEER_CONNECTION_REFUSE)
 
 
 class _Pending:
-    __slots__ = ("deadline", "done", "msg_id", "sink")
+    __slots__ = ("deadline", "done", "msg_id", "sent", "sink")
 
-    def __init__(self, msg_id: int, sink: ReplySink, deadline: float) -> None:
+    def __init__(self, msg_id: int, sink: ReplySink, deadline: float, sent: float) -> None:
         self.msg_id = msg_id
         self.sink = sink
         self.deadline = deadline
+        self.sent = sent
         self.done = False
 
     def finish(self, reply: bytes) -> None:
@@ -108,6 +111,13 @@ class PeerConnection(Link):
         self.rate = rate
         self.throttled = 0
         self.mismatches = 0
+        #: Round-trip time of requests (submit to reply), microseconds.
+        self.latency = Histogram()
+        self.requests = 0
+        self.request_bytes = 0
+        self.responses = 0
+        self.response_bytes = 0
+        self.dropped = 0
         self._ids = ids
         self._inflight: deque[_Pending] = deque()
         self._deadlines: list[tuple[float, int, _Pending]] = []
@@ -123,8 +133,11 @@ class PeerConnection(Link):
         msg_id = next(self._ids)
         frame = encode_frame(msg_id, kind, payload, same_dc=self.same_dc, flags=flags)
         if not self._enqueue(frame):
+            self.dropped += 1
             return False
-        entry = _Pending(msg_id, sink, deadline)
+        self.requests += 1
+        self.request_bytes += len(frame)
+        entry = _Pending(msg_id, sink, deadline, trio.current_time())
         self._inflight.append(entry)
         deadlines = self._deadlines
         if len(deadlines) > 2 * len(self._inflight) + 1024:
@@ -167,15 +180,20 @@ class PeerConnection(Link):
             if not data:
                 raise LinkFailed(self.broken_error, "peer closed the connection")
             parser.feed(data)
+            now = trio.current_time()
             for frame in parser.frames():
                 if frame.type is not MessageType.RES:
                     continue  # gossip and handshakes need no reply here
+                self.responses += 1
+                self.response_bytes += len(frame.payload)
                 msg_id = frame.msg_id
                 while inflight and inflight[0].msg_id < msg_id:
                     self.mismatches += 1  # never answered: Dynomite's peer_mismatch_requests
                     inflight.popleft().finish(MISMATCH_REPLY)
                 if inflight and inflight[0].msg_id == msg_id:
-                    inflight.popleft().finish(frame.payload)
+                    entry = inflight.popleft()
+                    self.latency.observe(int((now - entry.sent) * 1e6))
+                    entry.finish(frame.payload)
             if parser.error is not None:
                 raise LinkFailed(self.broken_error, parser.error.message)
 
@@ -239,6 +257,11 @@ class PeerPools:
     def __init__(self, config: NodeConfig, peers: list[PeerInfo], local_dc: str) -> None:
         ids = itertools.count(1)
         self._changed = trio.Event()
+        #: Peers an operator marked down (REST /peer/down): routed around.
+        self.admin_down: set[str] = set()
+        #: Called with (peer name, up) when a peer becomes reachable or not.
+        self.on_peer_change: Callable[[str, bool], None] | None = None
+        self._was_up: dict[str, bool] = {}
         self.pools: dict[str, PeerPool] = {}
         for peer in peers:
             same_dc = peer.dc == local_dc
@@ -268,6 +291,13 @@ class PeerPools:
     def _state_changed(self, connection: Link) -> None:
         self._changed.set()
         self._changed = trio.Event()
+        assert isinstance(connection, PeerConnection)
+        name = connection.peer.name
+        up = self.pools[name].up
+        if self._was_up.get(name, False) != up:
+            self._was_up[name] = up
+            if self.on_peer_change is not None:
+                self.on_peer_change(name, up)
 
     async def wait_changed(self) -> None:
         """Wait until any peer connection changes state (up, down, ...)."""
@@ -277,7 +307,7 @@ class PeerPools:
         return self.pools[name]
 
     def is_up(self, name: str) -> bool:
-        return self.pools[name].up
+        return self.pools[name].up and name not in self.admin_down
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every connection; ready once each made its first attempt (or is lazy)."""
@@ -298,5 +328,7 @@ class PeerPools:
         flags: int = 0,
     ) -> None:
         """Send to a peer; an unreachable peer answers ``Peer Node is not connected`` now."""
-        if not self.pools[name].submit(client_id, kind, payload, sink, deadline, flags):
+        if name in self.admin_down or not self.pools[name].submit(
+            client_id, kind, payload, sink, deadline, flags
+        ):
             sink.set(NOT_CONNECTED)

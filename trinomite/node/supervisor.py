@@ -25,6 +25,7 @@ client's read, wait for clients with requests in flight to get their replies
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -33,9 +34,12 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from ..admin.server import serve_admin
 from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..protocol.requests import Limits
 from ..ring.topology import Topology, TopologyError
+from ..stats.requests import RequestStats
+from .admin import NodeAdmin
 from .client import ClientConnection, ClientCounters, ClientRegistry, serve_clients
 from .coordinator import ClusterCounters, Coordinator
 from .datastore import DatastorePool
@@ -44,6 +48,7 @@ from .local import Session
 from .peer_server import PeerConnectionHandler, PeerServerCounters, serve_peers
 from .peers import PeerPools
 from .sockets import LeanSocketStream, open_tcp_listeners, open_unix_listener
+from .state import StateGate
 
 __all__ = ["Node", "open_node", "serve_node"]
 
@@ -65,12 +70,25 @@ class Node:
         self.peers = PeerPools(config, others, config.datacenter)
         self.cluster_counters = ClusterCounters()
         self.peer_counters = PeerServerCounters()
+        self.request_stats = RequestStats()
+        #: The levels new client connections get (REST /set_consistency).
+        self.read_consistency = config.read_consistency
+        self.write_consistency = config.write_consistency
+        self.admin = NodeAdmin(self)
+        self.gate = StateGate(self.pool, config.max_msgs, self.admin.state_changed)
         self.coordinator = Coordinator(
-            self.topology, self.pool, self.peers, config, self.cluster_counters
+            self.topology, self.gate, self.peers, config, self.cluster_counters
         )
         self.dispatcher = Dispatcher(
-            self.pool, None if self.topology.single_node else self.coordinator
+            self.pool,
+            self.coordinator,
+            self.gate,
+            self.request_stats,
+            cluster=not self.topology.single_node,
         )
+        self.peers.on_peer_change = self._peer_changed
+        for link in self.pool.connections:
+            link.on_state_change = self.admin.link_changed
         self.counters = ClientCounters()
         self.clients = ClientRegistry()
         self.limits = Limits(
@@ -81,6 +99,8 @@ class Node:
         self.client_address: HostPort | UnixPath = config.listen
         #: The bound peer (dyn_listen) address, once listening; None without dyn_listen.
         self.peer_address: HostPort | None = None
+        #: The bound admin/stats (stats_listen) address, once listening.
+        self.admin_address: HostPort | None = None
         self._listeners: list[socket.socket] = []
         self._peer_listeners: list[socket.socket] = []
         self._accept_scope = trio.CancelScope()
@@ -90,10 +110,36 @@ class Node:
     # -- lifecycle ---------------------------------------------------------
 
     async def _run(self, task_status: trio.TaskStatus[Node]) -> None:
+        try:
+            await self._serve(task_status)
+        finally:
+            self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners + self._peer_listeners:
+            if listener.fileno() != -1:
+                trio.lowlevel.notify_closing(listener)
+                listener.close()
+
+    async def _serve(self, task_status: trio.TaskStatus[Node]) -> None:
         async with trio.open_nursery() as root:
             self._root = root
             await root.start(self.pool.run)
+            await root.start(self.gate.run)
             handlers: trio.Nursery = await root.start(_hold_nursery)
+            stats = self.config.stats_listen
+            host, port = await root.start(
+                functools.partial(
+                    serve_admin,
+                    self.admin,
+                    stats.host,
+                    stats.port,
+                    token=self.config.admin_token,
+                    feed_interval=self.config.feed_interval / 1000,
+                )
+            )
+            self.admin_address = HostPort(host, port)
+            log.info("node serving admin/stats on %s", self.admin_address)
             dyn_listen = self.config.dyn_listen
             if dyn_listen is not None:
                 self._peer_listeners = await open_tcp_listeners(
@@ -129,15 +175,18 @@ class Node:
 
     def _peer_handler(self, stream: LeanSocketStream) -> PeerConnectionHandler:
         return PeerConnectionHandler(
-            stream, self.pool, self.coordinator, self.peer_counters, self.config.timeout / 1000
+            stream, self.gate, self.coordinator, self.peer_counters, self.config.timeout / 1000
         )
+
+    def _peer_changed(self, name: str, up: bool) -> None:
+        self.admin.events.publish("peer_up" if up else "peer_down", peer=name)
 
     def _make_connection(self, stream: LeanSocketStream, client_id: int) -> ClientConnection:
         session = Session(
             id=client_id,
             address=stream.peer_name(),
-            read_consistency=self.config.read_consistency,
-            write_consistency=self.config.write_consistency,
+            read_consistency=self.read_consistency,
+            write_consistency=self.write_consistency,
         )
         return ClientConnection(
             stream,
@@ -162,9 +211,7 @@ class Node:
         self._shutting_down = True
         log.info("node shutting down (grace %.1fs)", grace)
         self._accept_scope.cancel()
-        for listener in self._listeners + self._peer_listeners:
-            trio.lowlevel.notify_closing(listener)
-            listener.close()
+        self._close_listeners()
         self.dispatcher.draining = True
         for connection in list(self.clients.connections):
             connection.stop_reading()

@@ -89,6 +89,8 @@ class CommandSpec:
     keys: str
     access: Access
     route: Route
+    #: Position in the table (indexes per-command statistics).
+    index: int = 0
     #: Argument-count bounds derived from ``arity`` (for a one-comparison check).
     min_args: int = attrs.field(init=False)
     max_args: int = attrs.field(init=False)
@@ -332,7 +334,9 @@ def _parse_table(text: str) -> dict[str, CommandSpec]:
         if not line or line.startswith("#"):
             continue
         name, arity, keys, access, route = line.split()
-        table[name] = CommandSpec(name, int(arity), keys, Access(access), Route(route))
+        table[name] = CommandSpec(
+            name, int(arity), keys, Access(access), Route(route), index=len(table)
+        )
     return table
 
 

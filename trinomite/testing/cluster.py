@@ -33,7 +33,7 @@ from redis import Redis
 
 from ..config.model import DatastoreSpec, HostPort, NodeConfig, Seed
 from ..node.supervisor import Node, serve_node
-from .redis_server import RedisServer, free_port
+from .redis_server import RedisServer, free_ports
 
 __all__ = ["Cluster", "ClusterNode", "even_tokens", "open_cluster"]
 
@@ -164,10 +164,12 @@ class Cluster:
 
 def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> list[ClusterNode]:
     members: list[ClusterNode] = []
+    total = sum(count for racks in layout.values() for count in racks.values())
+    ports = iter(free_ports(2 * total))
     for dc, racks in layout.items():
         for rack, count in racks.items():
             for index, token in enumerate(even_tokens(count)):
-                members.append(ClusterNode(dc, rack, index, token, free_port(), free_port()))
+                members.append(ClusterNode(dc, rack, index, token, next(ports), next(ports)))
     for member in members:
         if datastore == "redis":
             member.redis = RedisServer()
@@ -187,7 +189,7 @@ def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> li
             rack=member.rack,
             tokens=(member.token,),
             dyn_seeds=seeds,
-            **overrides,
+            **{"stats_listen": HostPort("127.0.0.1", 0), **overrides},
         )
     return members
 

@@ -1,0 +1,419 @@
+"""NodeAdmin: the admin interface of one running node (reads, controls, events).
+
+Theory of operation
+-------------------
+The admin server and the status feed only see ``AdminApi``; this module
+implements it over a live ``Node``.  Reads gather values from the node's
+own counters and histograms when asked (``values()``), and the views come
+from the one metric table (``stats.metrics``).  Controls change the node's
+runtime knobs:
+
+    consistency      the levels *new* client connections get (as Dynomite;
+                     existing connections keep theirs, see docs/admin.md)
+    state            the StateGate (STANDBY / WRITES_ONLY / RESUMING / NORMAL)
+    timeout factor   every datastore and peer timeout, x1..x10
+    peer up/down     an operator's override of a peer's reachability;
+                     reset drops and reconnects its links
+    log level        the ``trinomite`` logger, Dynomite verbosity 0..11
+
+Events go to every subscriber through a bounded channel each
+(``EventHub``); a subscriber that does not keep up loses events (counted),
+it never slows the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._version import __version__
+from ..admin.api import NodeState, PeerAction
+from ..config.model import Consistency
+from ..logs import LEVELS, python_level
+from ..stats.histogram import Histogram
+from ..stats.metrics import info_json, prometheus
+from ..stats.requests import RequestStats
+from .links import ConnState, Link
+from .state import SETTABLE_STATES
+
+if TYPE_CHECKING:
+    from .supervisor import Node
+
+__all__ = ["EventHub", "NodeAdmin"]
+
+EVENT_QUEUE = 256
+
+
+class EventHub:
+    """Fan-out of node events to bounded subscriber channels."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[trio.MemorySendChannel[dict[str, Any]]] = []
+        self.dropped = 0
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](EVENT_QUEUE)
+        self._subscribers.append(send)
+        return receive
+
+    def publish(self, event: str, **fields: Any) -> None:
+        message = {"event": event, "ts": time.time(), **fields}
+        alive = []
+        for channel in self._subscribers:
+            try:
+                channel.send_nowait(message)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue  # the subscriber went away
+            alive.append(channel)
+        self._subscribers = alive
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class NodeAdmin:
+    """``AdminApi`` for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.events = EventHub()
+        self.started = time.time()
+        self.stats_reads = 0
+        self.factor = 1
+        self.repairs = node.config.read_repairs_enabled
+        self._logger = logging.getLogger("trinomite")
+        self._last = (time.monotonic(), 0)
+
+    # -- values ---------------------------------------------------------------
+
+    def values(self) -> dict[str, float]:
+        node = self.node
+        stats: RequestStats = node.request_stats
+        reads, writes = stats.totals()
+        latency = stats.latency
+        datastores = node.pool.connections
+        server_latency = _merged(c.latency for c in datastores)
+        peers = [c for pool in node.peers.pools.values() for c in pool.connections]
+        near = [c for c in peers if c.same_dc]
+        far = [c for c in peers if not c.same_dc]
+        near_latency = _merged(c.latency for c in near)
+        far_latency = _merged(c.latency for c in far)
+        cluster = node.cluster_counters
+        clients = node.counters
+        inbound = node.peer_counters
+        values: dict[str, float] = {
+            "uptime": int(time.time() - self.started),
+            "timestamp": int(time.time()),
+            "latency_max": latency.max,
+            "latency_999th": latency.percentile(0.999),
+            "latency_99th": latency.percentile(0.99),
+            "latency_95th": latency.percentile(0.95),
+            "latency_mean": round(latency.mean, 1),
+            "average_cross_region_rtt": round(far_latency.mean, 1),
+            "99_cross_region_rtt": far_latency.percentile(0.99),
+            "average_cross_zone_latency": round(near_latency.mean, 1),
+            "99_cross_zone_latency": near_latency.percentile(0.99),
+            "average_server_latency": round(server_latency.mean, 1),
+            "99_server_latency": server_latency.percentile(0.99),
+            "server_in_queue_99": sum(c.inflight for c in datastores),
+            "server_out_queue_99": sum(len(c._outbox) for c in datastores),
+            "peer_in_queue_99": sum(c.inflight for c in near),
+            "peer_out_queue_99": sum(len(c._outbox) for c in near),
+            "remote_peer_in_queue_99": sum(c.inflight for c in far),
+            "remote_peer_out_queue_99": sum(len(c._outbox) for c in far),
+            "dyn_memory": _rss_bytes(),
+            "client_eof": clients.client_eof,
+            "client_err": clients.client_err,
+            "client_connections": clients.client_connections,
+            "client_read_requests": reads,
+            "client_write_requests": writes,
+            "client_non_quorum_w_responses": cluster.client_non_quorum_w_responses,
+            "client_non_quorum_r_responses": cluster.client_non_quorum_r_responses,
+            "dnode_client_eof": inbound.dnode_client_eof,
+            "dnode_client_err": inbound.dnode_client_err,
+            "dnode_client_connections": inbound.dnode_client_connections,
+            "peer_dropped_requests": sum(c.dropped for c in peers),
+            "peer_timedout_requests": sum(c.timeouts for c in near),
+            "remote_peer_dropped_requests": cluster.remote_peer_dropped_requests,
+            "remote_peer_timedout_requests": sum(c.timeouts for c in far),
+            "remote_peer_failover_requests": cluster.remote_peer_failover_requests,
+            "peer_err": sum(c.errors for c in peers),
+            "peer_connections": sum(1 for c in peers if c.state is ConnState.UP),
+            "peer_forward_error": cluster.peer_forward_error,
+            "peer_requests": sum(c.requests for c in peers),
+            "peer_request_bytes": sum(c.request_bytes for c in peers),
+            "peer_responses": sum(c.responses for c in peers),
+            "peer_response_bytes": sum(c.response_bytes for c in peers),
+            "peer_in_queue": sum(c.inflight for c in near),
+            "remote_peer_in_queue": sum(c.inflight for c in far),
+            "peer_out_queue": sum(len(c._outbox) for c in near),
+            "remote_peer_out_queue": sum(len(c._outbox) for c in far),
+            "peer_mismatch_requests": sum(c.mismatches for c in peers),
+            "fragments": cluster.fragments,
+            "stats_count": self.stats_reads,
+            "read_failover_requests": cluster.read_failover_requests,
+            "forwarded_requests": cluster.forwarded_requests,
+            "state_refused_requests": node.gate.refused,
+            "state_held_writes": node.gate.held,
+            "server_err": sum(c.errors for c in datastores),
+            "server_timedout": sum(c.timeouts for c in datastores),
+            "server_dropped_requests": sum(c.dropped_requests for c in datastores),
+            "server_timedout_requests": sum(c.timedout_requests for c in datastores),
+            "read_requests": reads,
+            "write_requests": writes,
+            "write_request_bytes": sum(c.request_bytes for c in datastores),
+            "read_responses": sum(c.responses for c in datastores),
+            "read_response_bytes": sum(c.response_bytes for c in datastores),
+            "in_queue": sum(c.inflight for c in datastores),
+            "out_queue": sum(len(c._outbox) for c in datastores),
+        }
+        for category, count in stats.by_category().items():
+            values[f"redis_req_{category}"] = count
+        self.stats_reads += 1
+        return values
+
+    def _identity(self) -> dict[str, object]:
+        topology = self.node.topology
+        return {
+            "service": "dynomite",
+            "source": socket.gethostname(),
+            "version": f"trinomite-{__version__}",
+            "uptime": int(time.time() - self.started),
+            "timestamp": int(time.time()),
+            "rack": topology.local.rack,
+            "dc": topology.local.dc,
+        }
+
+    def _labels(self) -> dict[str, str]:
+        config = self.node.config
+        return {
+            "pool": config.pool_name,
+            "datastore": config.datastore.stats_name,
+            "dc": config.datacenter,
+            "rack": config.rack,
+        }
+
+    # -- reads ------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        config = self.node.config
+        extra = {"state": self.state().name, "implementation": "trinomite"}
+        return info_json(
+            self._identity(), self.values(), config.pool_name, config.datastore.stats_name, extra
+        )
+
+    def metrics_text(self) -> str:
+        node = self.node
+        peers = []
+        histograms: list[tuple[str, str, dict[str, str], Histogram]] = [
+            ("client_latency", "client request latency", {}, node.request_stats.latency),
+            (
+                "server_latency",
+                "datastore round trip",
+                {},
+                _merged(c.latency for c in node.pool.connections),
+            ),
+        ]
+        for name, pool in node.peers.pools.items():
+            links = pool.connections
+            info = pool.peer
+            labels = {"peer": name, "peer_dc": info.dc, "peer_rack": info.rack}
+            peers.append(
+                (
+                    labels,
+                    {
+                        "up": 1.0 if pool.up and name not in node.peers.admin_down else 0.0,
+                        "requests": sum(c.requests for c in links),
+                        "responses": sum(c.responses for c in links),
+                        "timeouts": sum(c.timeouts for c in links),
+                        "errors": sum(c.errors for c in links),
+                        "inflight": sum(c.inflight for c in links),
+                    },
+                )
+            )
+            histograms.append(
+                ("peer_latency", "round trip to a peer", labels, _merged(c.latency for c in links))
+            )
+        from ..protocol.commands import COMMANDS
+
+        for spec in COMMANDS.values():
+            histogram = node.request_stats.by_command[spec.index]
+            if histogram is not None:
+                histograms.append(
+                    ("command_latency", "latency per command", {"command": spec.name}, histogram)
+                )
+        return prometheus(self.values(), self._labels(), peers, histograms)
+
+    def snapshot(self) -> dict[str, Any]:
+        node = self.node
+        stats = node.request_stats
+        now = time.monotonic()
+        total = stats.latency.total
+        then, before = self._last
+        self._last = (now, total)
+        rate = (total - before) / (now - then) if now > then else 0.0
+        values = self.values()
+        errors = (
+            stats.unknown
+            + values["server_timedout_requests"]
+            + values["server_dropped_requests"]
+            + values["peer_dropped_requests"]
+            + values["client_non_quorum_r_responses"]
+            + values["client_non_quorum_w_responses"]
+            + values["state_refused_requests"]
+        )
+        up = sum(
+            1
+            for name, pool in node.peers.pools.items()
+            if pool.up and name not in node.peers.admin_down
+        )
+        read, write = self.consistency()
+        return {
+            "ts": time.time(),
+            "node": node.topology.local.name,
+            "client_address": str(node.client_address),
+            "dc": node.topology.local.dc,
+            "rack": node.topology.local.rack,
+            "state": self.state().name,
+            "uptime": round(time.time() - self.started, 1),
+            "requests": total,
+            "errors": errors,
+            "req_per_sec": round(rate, 1),
+            "latency_us": stats.latency.summary(),
+            "peers": {"up": up, "total": len(node.peers.pools)},
+            "client_connections": node.counters.client_connections,
+            "consistency": {"read": read.value, "write": write.value},
+            "dropped_events": self.events.dropped,
+        }
+
+    def cluster_describe(self) -> dict[str, Any]:
+        topology = self.node.topology
+        dcs = []
+        for dc, racks in topology.racks.items():
+            rack_list = []
+            for rack, ring in racks.items():
+                servers = [
+                    {"name": p.host, "host": p.host, "port": p.port, "token": p.tokens[0]}
+                    for p in ring.members
+                ]
+                rack_list.append({"name": rack, "servers": servers})
+            dcs.append({"name": dc, "racks": rack_list})
+        return {"dcs": dcs}
+
+    def consistency(self) -> tuple[Consistency, Consistency]:
+        return self.node.read_consistency, self.node.write_consistency
+
+    def state(self) -> NodeState:
+        return self.node.gate.state
+
+    def timeout_factor(self) -> int:
+        return self.factor
+
+    def read_repairs(self) -> bool:
+        return self.repairs
+
+    def log_level(self) -> int:
+        level = self._logger.getEffectiveLevel()
+        return min(range(len(LEVELS)), key=lambda v: abs(LEVELS[v][1] - level))
+
+    # -- writes -----------------------------------------------------------------
+
+    def set_consistency(self, which: str, level: Consistency) -> None:
+        if which == "read":
+            self.node.read_consistency = level
+        elif which == "write":
+            self.node.write_consistency = level
+        else:
+            raise ValueError(f"consistency is 'read' or 'write', not {which!r}")
+        self.events.publish("consistency_changed", which=which, level=level.value)
+
+    def set_state(self, state: NodeState) -> None:
+        if state not in SETTABLE_STATES:
+            names = ", ".join(s.name.lower() for s in SETTABLE_STATES)
+            raise ValueError(f"state must be one of {names}")
+        self.node.gate.set_state(state)
+
+    def set_log_level(self, level: int) -> None:
+        if not 0 <= level < len(LEVELS):
+            raise ValueError(f"log level must be 0..{len(LEVELS) - 1}")
+        self._logger.setLevel(python_level(level))
+
+    def reset_histograms(self) -> None:
+        node = self.node
+        node.request_stats.reset_histograms()
+        for link in [*node.pool.connections, *_peer_links(node)]:
+            link.latency.reset()
+
+    def set_timeout_factor(self, factor: int) -> None:
+        self.factor = min(max(factor, 1), 10)
+        node = self.node
+        seconds = node.config.timeout / 1000 * self.factor
+        node.pool.set_timeout(seconds)
+        for link in _peer_links(node):
+            link.timeout = seconds
+        node.dispatcher.timeout = seconds
+        node.coordinator.timeout = seconds
+
+    def peer_control(self, action: PeerAction, name: str) -> int:
+        peers = self.node.peers
+        matched = [
+            n for n, pool in peers.pools.items()
+            if name in ("all", n, pool.peer.host)
+        ]
+        for peer in matched:
+            if action is PeerAction.DOWN:
+                peers.admin_down.add(peer)
+            elif action is PeerAction.UP:
+                peers.admin_down.discard(peer)
+            else:
+                peers.admin_down.discard(peer)
+                for link in peers.pools[peer].connections:
+                    link.reset()
+            self.events.publish(f"peer_{action.value}", peer=peer, by="admin")
+        return len(matched)
+
+    def set_read_repairs(self, enabled: bool) -> None:
+        self.repairs = enabled
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        return self.events.subscribe()
+
+    # -- event sources ------------------------------------------------------------
+
+    def state_changed(self, old: NodeState, new: NodeState) -> None:
+        self.events.publish("state_changed", **{"from": old.name, "to": new.name})
+
+    def link_changed(self, link: Link) -> None:
+        if link in self.node.pool.connections:
+            if link.state is ConnState.UP:
+                self.events.publish("datastore_connected", connection=link.name)
+            elif link.state is ConnState.DOWN:
+                self.events.publish("datastore_lost", connection=link.name)
+
+
+def _peer_links(node: Node) -> list[Any]:
+    return [c for pool in node.peers.pools.values() for c in pool.connections]
+
+
+def _merged(histograms: Any) -> Histogram:
+    merged = Histogram()
+    for histogram in histograms:
+        for index, count in enumerate(histogram.counts):
+            if count:
+                merged.counts[index] += count
+        merged.total += histogram.total
+        merged.sum += histogram.sum
+        merged.max = max(merged.max, histogram.max)
+    return merged

@@ -1,0 +1,1 @@
+"""Statistics: one metric table, histograms, and the views built on them."""
