@@ -89,6 +89,7 @@ def _build_parser() -> _Parser:
     add("-h", "--help", action="store_true", help="show this help and exit")
     add("-V", "--version", action="store_true", help="show the version and exit")
     add("-t", "--test-conf", action="store_true", help="test the configuration and exit")
+    add("-D", "--describe-stats", action="store_true", help="describe every stat and exit")
     add("-d", "--daemonize", action="store_true", help="not supported: use a process supervisor")
     add(
         "-v",
@@ -133,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.version:
         print(f"This is trinomite-{__version__}")
+        return 0
+    if args.describe_stats:
+        from trinomite.stats.metrics import describe
+
+        print(f"This is trinomite-{__version__}\n")
+        print(describe(), end="")
         return 0
     # ---- End of informational modes ----
 
