@@ -53,14 +53,37 @@ class Slot:
             self.batch.one_done()
 
 
-class Batch:
-    """Counts outstanding slots and wakes the waiting task when all are filled."""
+class _Sleeper:
+    """One task parked with ``wait_task_rescheduled`` until another wakes it."""
 
-    __slots__ = ("_task", "pending")
+    __slots__ = ("_task",)
 
     def __init__(self) -> None:
-        self.pending = 0
         self._task: trio.lowlevel.Task | None = None
+
+    def _wake(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+
+    async def _sleep(self) -> None:
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Batch(_Sleeper):
+    """Counts outstanding slots and wakes the waiting task when all are filled."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0
 
     def slot(self) -> Slot:
         self.pending += 1
@@ -68,42 +91,33 @@ class Batch:
 
     def one_done(self) -> None:
         self.pending -= 1
-        if self.pending == 0 and self._task is not None:
-            task, self._task = self._task, None
-            trio.lowlevel.reschedule(task)
+        if self.pending == 0:
+            self._wake()
 
     async def wait(self) -> None:
         """Return once every slot handed out has been filled."""
         if self.pending == 0:
             await trio.lowlevel.checkpoint()
             return
-        self._task = trio.lowlevel.current_task()
-
-        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await self._sleep()
 
 
-class Parker:
+class Parker(_Sleeper):
     """Lets one service task sleep until another task has work for it.
 
     ``unpark()`` is cheap and idempotent, so hot paths can call it on every
     submission; a task that is already running is not disturbed.
     """
 
-    __slots__ = ("_task", "pending")
+    __slots__ = ("pending",)
 
     def __init__(self) -> None:
-        self._task: trio.lowlevel.Task | None = None
+        super().__init__()
         self.pending = False
 
     def unpark(self) -> None:
         self.pending = True
-        if self._task is not None:
-            task, self._task = self._task, None
-            trio.lowlevel.reschedule(task)
+        self._wake()
 
     async def park(self) -> None:
         """Wait for the next ``unpark()`` (returns at once if one is pending)."""
@@ -111,11 +125,5 @@ class Parker:
             self.pending = False
             await trio.lowlevel.checkpoint()
             return
-        self._task = trio.lowlevel.current_task()
-
-        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await self._sleep()
         self.pending = False
