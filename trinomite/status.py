@@ -152,8 +152,9 @@ class ClusterView:
     def disconnected(self, node: str, reason: str) -> None:
         """The feed of ``node`` is down (or could not be opened) because of ``reason``."""
         feed = self._feed(node)
-        if feed.link == "up":
-            self._log(node, f"feed lost: {reason}", self._clock())
+        if feed.link != "down":  # log changes only, not every retry
+            lost = "feed lost" if feed.link == "up" else "cannot open feed"
+            self._log(node, f"{lost}: {reason}", self._clock())
         feed.link, feed.reason = "down", reason
 
     def note(self, node: str, text: str) -> None:
@@ -179,7 +180,8 @@ class ClusterView:
         width = max(width, 20)
         now = self._clock()
         ok = sum(_freshness(feed, now) == "ok" for feed in self._feeds.values())
-        title = f"trinomite status  {_clock_text(now)}  {len(self._feeds)} nodes, {ok} ok"
+        count = f"{len(self._feeds)} node{'' if len(self._feeds) == 1 else 's'}"
+        title = f"trinomite status  {_clock_text(now)}  {count}, {ok} ok"
         lines = [title, *_table(self._feeds, now, width)]
         if self._events:
             lines += ["", "events:"]
