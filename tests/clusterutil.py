@@ -15,9 +15,8 @@ Waiting follows two rules:
 
 from __future__ import annotations
 
-import errno
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -42,6 +41,7 @@ __all__ = [
     "in_thread",
     "keys_owned_by",
     "peer_name",
+    "rack_pair",
     "racks",
     "redis_cluster",
     "replicas",
@@ -59,35 +59,11 @@ NOT_CONNECTED = "Peer: Peer Node is not connected"
 NO_QUORUM = "Dynomite: Failed to achieve Quorum"
 
 
-def _port_clash(exc: BaseException) -> bool:
-    """Did a cluster fail to start because two of its ports collided?"""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_port_clash(e) for e in exc.exceptions)
-    if isinstance(exc, OSError):
-        return exc.errno == errno.EADDRINUSE
-    return isinstance(exc, ValueError) and "is listed twice" in str(exc)
-
-
 @asynccontextmanager
 async def redis_cluster(layout: Layout, **config: Any) -> AsyncIterator[Cluster]:
-    """``open_cluster`` with redis-server datastores and quick (500 ms max) reconnects.
-
-    Workaround, to remove once the harness is fixed: ``open_cluster`` picks
-    each port with ``free_port()`` (bind to port 0, release), so two nodes can
-    get the same port, or a port an outgoing connection took meanwhile
-    (see ``test_cluster_ports_are_distinct``).  Such a start is retried.
-    """
+    """``open_cluster`` with redis-server datastores and quick (500 ms max) reconnects."""
     config.setdefault("server_retry_timeout", 500)
-    async with AsyncExitStack() as stack:
-        for attempt in range(3):
-            try:
-                cluster = await stack.enter_async_context(
-                    open_cluster(layout, datastore="redis", **config)
-                )
-                break
-            except BaseException as exc:
-                if attempt == 2 or not _port_clash(exc):
-                    raise
+    async with open_cluster(layout, datastore="redis", **config) as cluster:
         yield cluster
 
 
@@ -151,6 +127,14 @@ def keys_owned_by(
     raise AssertionError(f"found only {len(keys)} keys owned by {member.name}")
 
 
+def rack_pair(cluster: Cluster) -> tuple[ClusterNode, ClusterNode, bytes, bytes]:
+    """dc1/r1's first two nodes (coordinator, other), a key the other owns, one the first owns."""
+    coordinator, other = cluster.rack("dc1", "r1")[:2]
+    (key,) = keys_owned_by(cluster, other, 1)
+    (local_key,) = keys_owned_by(cluster, coordinator, 1)
+    return coordinator, other, key, local_key
+
+
 def peer_name(member: ClusterNode) -> str:
     """The name other nodes know ``member`` by (its peer address)."""
     return f"127.0.0.1:{member.peer_port}"
@@ -180,7 +164,7 @@ async def stop(cluster: Cluster, *members: ClusterNode) -> None:
 
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll ``check`` until it holds (only for other processes and reconnects)."""
-    with trio.fail_after(WAIT):
+    with trio.move_on_after(WAIT):
         for _ in range(int(WAIT / STEP) + 1):
             if await check():
                 return

@@ -25,12 +25,14 @@ from .clusterutil import (
     holders,
     in_thread,
     keys_owned_by,
+    rack_pair,
     redis_cluster,
     replicas,
     stop,
     stored,
     wait_until,
 )
+from .rawclient import RawClient, bulk
 
 THREE_RACKS = {"dc1": {"r1": 1, "r2": 1, "r3": 1}}
 
@@ -148,6 +150,26 @@ async def test_dc_safe_quorum_mget_reconciles_element_by_element() -> None:
             assert reply[:1] + reply[2:] == expected[:1] + expected[2:]
 
 
+async def test_dc_safe_quorum_smembers_compares_sorted_members() -> None:
+    """Replicas list a set's strings in hash-seed order; SMEMBERS is read as SORT ALPHA."""
+    with trio.fail_after(2 * WAIT):
+        async with redis_cluster(THREE_RACKS, **levels(Consistency.DC_SAFE_QUORUM)) as cluster:
+            r1 = cluster.node("dc1", "r1")
+            members = [f"member-{i}".encode() for i in range(40)]  # a hashtable, not an intset
+            assert await call(r1.client(), "SADD", b"set", *members) == len(members)
+
+            async def replicated() -> bool:
+                cards = [await direct(m, "SCARD", b"set") for m in cluster.nodes]
+                return cards == [len(members)] * len(cards)
+
+            await wait_until(replicated, "every rack to hold the set")
+            async with await RawClient.connect("127.0.0.1", r1.client_port) as client:
+                reply = await client.call("SMEMBERS", "set")
+                assert reply == b"*40\r\n" + b"".join(bulk(m) for m in sorted(members))
+                assert (await client.call("HELLO", 3)).startswith(b"%")
+                assert await client.call("SMEMBERS", "set") == b"~" + reply[1:]
+
+
 async def test_dc_each_safe_quorum_needs_a_quorum_in_every_dc() -> None:
     layout = {"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 1, "r2": 1, "r3": 1}}
     with trio.fail_after(3 * WAIT):
@@ -191,11 +213,9 @@ async def test_dc_each_safe_quorum_needs_a_quorum_in_every_dc() -> None:
 async def test_dc_one_read_fails_over_to_another_rack_when_its_owner_is_down() -> None:
     with trio.fail_after(2 * WAIT):
         async with redis_cluster({"dc1": {"r1": 2, "r2": 2}}) as cluster:
-            coordinator, owner = cluster.rack("dc1", "r1")
+            coordinator, owner, key, local_key = rack_pair(cluster)
             other_rack_owner = cluster.node("dc1", "r2", 1)
             client = coordinator.client()
-            (key,) = keys_owned_by(cluster, owner, 1)
-            (local_key,) = keys_owned_by(cluster, coordinator, 1)
             assert cluster.owner("dc1", "r2", key) is other_rack_owner
             await write_everywhere(cluster, client, {key: b"v", local_key: b"local"})
             # Mark r2's copy so the reply shows who served it.
@@ -207,6 +227,9 @@ async def test_dc_one_read_fails_over_to_another_rack_when_its_owner_is_down() -
             assert stats.read_failover_requests == 1
             assert await call(client, "GET", local_key) == b"local"
             assert stats.read_failover_requests == 1
+            # A multi-key read fails over per fragment: only the stopped owner's one.
+            assert await call(client, "MGET", local_key, key) == [b"local", b"served-by-r2"]
+            assert stats.read_failover_requests == 2
             # Writes do not fail over: the own-rack owner's error reaches the client.
             assert await error(client, "SET", key, b"w") == NOT_CONNECTED
 

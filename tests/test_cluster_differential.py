@@ -16,6 +16,7 @@ depends on the server's hash seed); sets hold small integers.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -34,6 +35,10 @@ from .rawclient import Arg, RawClient, encode_all
 FAR_FUTURE = 4102444800
 SPREAD = ["s1", "s2", "s3", "s4", "s5", "s6"]  # checked to land on both owners
 TAGGED = ["{t}a", "{t}b", "{t}c", "{t}l1", "{t}l2", "{t}x", "{t}y", "{t}m1", "{t}m2"]
+
+TWO_KEYS = "return {redis.call('INCR', KEYS[1]), redis.call('GET', KEYS[2])}"
+SCRIPT = "return {KEYS[1], redis.call('GET', KEYS[1])}"
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 Command = tuple[Arg, ...]
 #: HyperLogLogs in the stream and their cardinality.
@@ -134,8 +139,18 @@ COMMANDS: list[Command] = [
     ("MSETNX", "{t}m1", "1", "{t}m2", "2"),
     ("MSETNX", "{t}m1", "3", "{t}m3", "4"),
     ("MGET", "{t}m1", "{t}m2", "{t}m3"),
-    ("EVAL", "return {redis.call('INCR', KEYS[1]), redis.call('GET', KEYS[2])}", 2,
-     "{t}m1", "{t}y"),
+    ("EVAL", TWO_KEYS, 2, "{t}m1", "{t}y"),
+    # SCRIPT LOAD goes to every node (on the same peer links, so before the EVALSHA)
+    ("SCRIPT", "LOAD", SCRIPT),
+    ("EVALSHA", SCRIPT_SHA, 1, "{t}y"),
+    ("SCRIPT", "EXISTS", SCRIPT_SHA, "0" * 40),
+    # malformed requests: Redis's own errors (the node checks arity, Redis the rest)
+    ("MSET", "s1", "1", "s2"),
+    ("GET",),
+    ("EVAL", "return 1", 3, "{t}a"),
+    ("EVAL", "return 1", 0),
+    ("SINTERCARD", 5, "{t}a"),
+    ("SET", "s1", "1", "EX"),
     ("DEL", "{t}a", "s2", "{t}m2", "h"),
     ("EXISTS", "{t}a", "s2", "{t}m2", "h", "{t}b"),
 ]

@@ -5,6 +5,10 @@ redis-server is read directly.  Copies in the coordinator's own rack are
 there when the write returns; other racks (swallowed under DC_ONE) and
 remote DCs (a ``REQ_FORWARD`` re-fanned by the receiver) are asynchronous,
 so the backends are polled, bounded, until they converge.
+
+Layouts include racks with different node counts, where one rack's owner of
+a group of keys is not another rack's: multi-key writes and same-owner
+commands must still put every key on its own owner in each rack.
 """
 
 from __future__ import annotations
@@ -18,7 +22,17 @@ import trio
 from trinomite.ring.topology import PeerInfo, RackRing
 from trinomite.testing.cluster import Cluster, Layout, _configs, even_tokens
 
-from .clusterutil import WAIT, call, counters, direct, redis_cluster, replicas, wait_until
+from .clusterutil import (
+    WAIT,
+    attempt,
+    call,
+    counters,
+    direct,
+    keys_owned_by,
+    redis_cluster,
+    replicas,
+    wait_until,
+)
 
 LAYOUTS: dict[str, Layout] = {
     "1dc-2racks-2nodes": {"dc1": {"r1": 2, "r2": 2}},
@@ -39,20 +53,31 @@ REFERENCE_KEYS = {
 }
 
 
+def flat(pairs: dict[bytes, bytes]) -> list[bytes]:
+    return [x for pair in pairs.items() for x in pair]
+
+
 async def assert_placement(cluster: Cluster, values: dict[bytes, bytes]) -> None:
     """Every backend ends up holding exactly the keys it owns, with their values."""
     expected = {
         member.name: {key for key in values if member in replicas(cluster, key)}
         for member in cluster.nodes
     }
+    misplaced: list[str] = []
 
     async def converged() -> bool:
+        misplaced.clear()
         for member in cluster.nodes:
-            if set(await direct(member, "KEYS", "*")) != expected[member.name]:
-                return False
-        return True
+            held, owned = set(await direct(member, "KEYS", "*")), expected[member.name]
+            misplaced.extend(f"{member.name} holds {k!r}, owned elsewhere" for k in held - owned)
+            misplaced.extend(f"{member.name} lacks {k!r}" for k in owned - held)
+        return not misplaced
 
-    await wait_until(converged, "every rack's owner to hold its keys (and no others)")
+    try:
+        await wait_until(converged, "every rack's owner to hold its keys (and no others)")
+    except AssertionError:
+        shown = sorted(misplaced)
+        raise AssertionError("\n".join([f"{len(shown)} misplaced:", *shown[:20]])) from None
     for member in cluster.nodes:
         keys = sorted(expected[member.name])
         assert keys, f"{member.name} owns none of the keys: the test proves nothing there"
@@ -81,6 +106,47 @@ async def test_each_key_is_on_its_owner_in_every_rack_and_nowhere_else(layout: L
                 assert await call(clients[reader.name], "GET", key) == value
 
 
+@pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
+async def test_multi_key_writes_put_each_key_on_its_owners(layout: Layout) -> None:
+    """MSET and DEL are split per owner; each key must still land on its owner in every rack.
+
+    The split follows the coordinator's own rack; racks (and remote DCs) with
+    other node counts shard the same keys differently.
+    """
+    rng = random.Random(5)
+    with trio.fail_after(3 * WAIT):
+        async with redis_cluster(layout) as cluster:
+            values: dict[bytes, bytes] = {}
+            for n, member in enumerate(cluster.nodes):
+                batch = {f"multi:{n}:{i}".encode(): f"v{n}.{i}".encode() for i in range(12)}
+                assert await call(member.client(), "MSET", *flat(batch)) is True
+                values.update(batch)
+            doomed = rng.sample(sorted(values), len(values) // 3)
+            assert await call(rng.choice(cluster.nodes).client(), "DEL", *doomed) == len(doomed)
+            for key in doomed:
+                del values[key]
+            await assert_placement(cluster, values)
+
+
+async def test_same_owner_commands_keep_keys_on_their_owners_in_every_rack() -> None:
+    """RENAME's keys share an owner in the coordinator's one-node rack, but not in r1.
+
+    Acceptable outcomes: the request is refused as spanning nodes, or the new
+    key ends up on its own owner in every rack.
+    """
+    with trio.fail_after(3 * WAIT):
+        async with redis_cluster({"dc1": {"r1": 3, "r2": 1}}) as cluster:
+            (old,) = keys_owned_by(cluster, cluster.node("dc1", "r1", 0), 1)
+            (new,) = keys_owned_by(cluster, cluster.node("dc1", "r1", 1), 1)
+            client = cluster.node("dc1", "r2", 0).client()
+            assert await call(client, "SET", old, b"v") is True
+            reply = await attempt(client, "RENAME", old, new)
+            if reply is True:
+                await assert_placement(cluster, {new: b"v"})
+            else:
+                assert str(reply) == "Dynomite: Keys in the request cannot span multiple nodes"
+
+
 async def test_reference_keys_land_where_dynomite_puts_them() -> None:
     """The quickstart shape routes the reference keys like Dynomite's 0/2147483647 ring."""
     with trio.fail_after(2 * WAIT):
@@ -96,19 +162,28 @@ async def test_reference_keys_land_where_dynomite_puts_them() -> None:
                     assert (cluster.owner(dc, rack, key).token == 0) == on_token_zero, key
             writer = cluster.node("dc1", "r2", 1)
             values = {key: b"ref-" + key for key in REFERENCE_KEYS}
-            assert await call(writer.client(), "MSET", *[x for kv in values.items() for x in kv])
+            assert await call(writer.client(), "MSET", *flat(values)) is True
             await assert_placement(cluster, values)
 
 
 def test_cluster_ports_are_distinct() -> None:
-    """Every node of a layout needs its own client and peer ports.
+    """Every node and every redis-server of a layout needs ports of its own.
 
-    ``open_cluster`` (``_configs``) asks ``free_port()`` for each port
-    separately, and a released ephemeral port is soon handed out again: in a
-    layout this size some ports repeat, and with 4-8 nodes about one start in
-    twenty fails ("a node is listed twice", or EADDRINUSE).  No node is
-    started here; the configs alone show it.
+    ``_configs`` takes the nodes' ports from one ``free_ports`` batch, but each
+    ``RedisServer()`` then asks ``free_port()`` again, after that batch's
+    sockets are closed, so the kernel may hand a node's port to a redis-server
+    (about one 8-node start in a hundred fails with EADDRINUSE).  No process
+    is started here; the chosen ports show it.
     """
-    members = _configs({"dc1": {"r1": 250}}, "embedded", {})
-    ports = Counter(port for m in members for port in (m.client_port, m.peer_port))
-    assert [port for port, uses in ports.items() if uses > 1] == []
+    members = _configs({"dc1": {"r1": 150}}, "redis", {})
+    try:
+        ports = Counter(
+            port
+            for m in members
+            for port in (m.client_port, m.peer_port, m.redis.port if m.redis else 0)
+        )
+        assert [port for port, uses in ports.items() if uses > 1] == []
+    finally:
+        for member in members:
+            if member.redis is not None:
+                member.redis.close()

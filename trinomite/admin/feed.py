@@ -118,27 +118,28 @@ async def serve_feed(
     connection's supervisor.  Resource handling: the stream is closed on
     return.
     """
-    async with trio.open_nursery() as nursery:
-        ws: trio_websocket.WebSocketConnection | None = None
-        with trio.move_on_after(handshake_timeout):
-            request = await trio_websocket.wrap_server_stream(
-                nursery, stream, max_message_size=MAX_CLIENT_MESSAGE
-            )
-            ws = await request.accept()
-        try:
+    try:
+        async with trio.open_nursery() as nursery:
+            ws: trio_websocket.WebSocketConnection | None = None
+            with trio.move_on_after(handshake_timeout):
+                request = await trio_websocket.wrap_server_stream(
+                    nursery, stream, max_message_size=MAX_CLIENT_MESSAGE
+                )
+                ws = await request.accept()
             if ws is not None:
                 await _run_and_close(api, ws, interval, send_timeout)
-        finally:
-            nursery.cancel_scope.cancel()
-            await trio.aclose_forcefully(stream)
+            nursery.cancel_scope.cancel()  # the trio-websocket reader task
+    finally:
+        # Not inside the (cancelled) nursery: an await there would raise
+        # Cancelled and hide the exception being propagated.
+        await trio.aclose_forcefully(stream)
 
 
 async def _run_and_close(
     api: AdminApi, ws: trio_websocket.WebSocketConnection, interval: float, send_timeout: float
 ) -> None:
-    try:
-        code = await run_feed(api, ws, interval, send_timeout=send_timeout)
-    except trio.TooSlowError:
+    code = await run_feed(api, ws, interval, send_timeout=send_timeout)
+    if code is None:
         # A send was cut mid-frame: no close handshake on a corrupt stream.
         log.info("admin feed: client %s too slow to read, dropped", ws.remote)
         return
@@ -152,17 +153,17 @@ async def run_feed(
     interval: float,
     *,
     send_timeout: float = SEND_TIMEOUT,
-) -> int:
+) -> int | None:
     """Stream snapshots and events to an open WebSocket until either side stops.
 
     Returns the close code to use: 1000 when the client closed (or went
-    away), ``GOING_AWAY`` when the node closed the event stream.
-
-    Error handling: raises ``trio.TooSlowError`` when one send takes longer
-    than ``send_timeout``.  Resource handling: the event subscription is
-    closed on return.
+    away), ``GOING_AWAY`` when the node closed the event stream, None when
+    one send took longer than ``send_timeout`` (the client is too slow; the
+    stream may hold half a frame, so it should be closed without a close
+    handshake).  Resource handling: the event subscription is closed on
+    return.
     """
-    code = 1000
+    code: int | None = 1000
     with api.subscribe() as events:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, ws, nursery.cancel_scope)
@@ -170,6 +171,8 @@ async def run_feed(
                 code = await _pump(api, ws, events, interval, send_timeout)
             except trio_websocket.ConnectionClosed:
                 code = 1000
+            except trio.TooSlowError:
+                code = None
             nursery.cancel_scope.cancel()
     return code
 

@@ -242,9 +242,10 @@ class Coordinator:
             return
         topology = self.topology
         if route is Route.SAME:
-            ring = topology.own_ring
-            owner = topology.owner(ring, topology.token(keys[0]))
-            if any(topology.owner(ring, topology.token(k)) is not owner for k in keys[1:]):
+            # The keys must share an owner in *every* rack the request reaches:
+            # racks may hold different numbers of nodes.
+            owners = topology.owners(topology.token(keys[0]))
+            if any(topology.owners(topology.token(k)) != owners for k in keys[1:]):
                 scripts = spec.name.startswith("eval")
                 error = NodeError.SCRIPT_SPANS_NODES if scripts else NodeError.KEYS_SPAN_NODES
                 sink.set(redis_error(error))
@@ -333,10 +334,12 @@ class Coordinator:
         now: float,
     ) -> None:
         topology = self.topology
-        ring = topology.own_ring
-        groups: dict[str, list[int]] = {}
+        # One fragment per distinct set of owners across every rack, so each
+        # fragment has a single owner wherever it is applied (racks and DCs
+        # may shard differently).
+        groups: dict[tuple[str, ...], list[int]] = {}
         for index, key in enumerate(keys):
-            groups.setdefault(topology.owner(ring, topology.token(key)).name, []).append(index)
+            groups.setdefault(topology.owners(topology.token(key)), []).append(index)
         write = spec.is_write(args)
         level = session.write_consistency if write else session.read_consistency
         pairs = spec.route is Route.SCATTER_OK  # MSET: key value pairs

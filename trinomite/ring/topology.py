@@ -182,6 +182,15 @@ class Topology:
         return (own, *(r for r in self.racks[self.local.dc].values() if r is not own))
 
     @property
+    def all_rings(self) -> tuple[RackRing, ...]:
+        """Every rack of every DC."""
+        return tuple(ring for racks in self.racks.values() for ring in racks.values())
+
+    def owners(self, token: int) -> tuple[str, ...]:
+        """The owner of ``token`` in every rack: keys with equal owners travel together."""
+        return tuple(self.owner(ring, token).name for ring in self.all_rings)
+
+    @property
     def remote_dcs(self) -> tuple[str, ...]:
         return tuple(dc for dc in self.racks if dc != self.local.dc)
 

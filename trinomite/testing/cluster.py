@@ -165,14 +165,15 @@ class Cluster:
 def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> list[ClusterNode]:
     members: list[ClusterNode] = []
     total = sum(count for racks in layout.values() for count in racks.values())
-    ports = iter(free_ports(2 * total))
+    # Every port (client, peer, redis-server) from one batch: all distinct.
+    ports = iter(free_ports(3 * total))
     for dc, racks in layout.items():
         for rack, count in racks.items():
             for index, token in enumerate(even_tokens(count)):
                 members.append(ClusterNode(dc, rack, index, token, next(ports), next(ports)))
     for member in members:
         if datastore == "redis":
-            member.redis = RedisServer()
+            member.redis = RedisServer(port=next(ports))
             spec = DatastoreSpec.tcp(member.redis.host, member.redis.port)
         else:
             spec = DatastoreSpec.embedded()
