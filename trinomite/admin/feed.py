@@ -69,7 +69,7 @@ GOING_AWAY = 1001
 class ReplayStream(trio.abc.Stream):
     """A stream that first returns ``prefix``, then reads ``stream``.
 
-    Sends, ``send_eof``-less closing and waiting go straight to ``stream``.
+    Sending, waiting and closing go straight to ``stream`` (no half-close).
     """
 
     def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:

@@ -54,10 +54,12 @@ __all__ = [
     "Policy",
     "Response",
     "Route",
+    "authorize",
     "dispatch",
     "encode",
     "error",
     "match",
+    "request_path",
     "to_json",
 ]
 

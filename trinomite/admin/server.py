@@ -91,7 +91,7 @@ class AdminServer:
     async def _serve(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         received = bytearray()
-        feed = False
+        feed_head: bytes | None = None
         with trio.move_on_after(self.request_timeout):
             try:
                 request = await _read_head(stream, conn, received)
@@ -100,16 +100,15 @@ class AdminServer:
                 return
             if request is None:
                 return
-            if _is_feed_upgrade(request):
-                feed = True
-            else:
+            if not _is_feed_upgrade(request):
                 response = dispatch(
                     self.api, self.policy, request.method, request.target, request.headers
                 )
                 await self._reply(stream, conn, response, request.method == b"HEAD")
                 return
-        if feed:
-            await self._feed(stream, conn, bytes(received))
+            feed_head = bytes(received)
+        if feed_head is not None:  # the feed lives past the request deadline
+            await self._feed(stream, conn, feed_head)
 
     async def _reply(
         self, stream: trio.abc.Stream, conn: h11.Connection, response: Response, head_only: bool
@@ -121,7 +120,8 @@ class AdminServer:
         try:
             self.feed_clients.acquire_nowait()
         except trio.WouldBlock:
-            busy = error(503, f"Service Unavailable: {MAX_FEED_CLIENTS} feed clients already")
+            limit = int(self.feed_clients.total_tokens)
+            busy = error(503, f"Service Unavailable: {limit} feed clients already")
             with trio.move_on_after(self.request_timeout):
                 await self._reply(stream, conn, busy, False)
             return
