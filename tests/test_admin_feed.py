@@ -24,7 +24,7 @@ import trio_websocket
 import wsproto
 import wsproto.events
 
-from tests.test_admin_http import LOOPBACK, FakeAdmin, exchange
+from tests.adminfake import LOOPBACK, FakeAdmin, exchange
 from trinomite import Consistency, DatastoreSpec, open_node
 from trinomite.admin.feed import GOING_AWAY, ReplayStream, message
 from trinomite.admin.server import AdminServer
