@@ -85,7 +85,8 @@ class DatastoreConnection(Link):
         self._max_bulk_len = max_bulk_len
         # (sink, number of replies it takes, deadline), in send order.
         self._inflight: deque[tuple[ReplySink, int, float]] = deque()
-        #: Round-trip time of request runs (submit to reply), microseconds.
+        #: Round-trip time to the datastore, microseconds: per read, the oldest
+        #: request it answered, counted once per reply in it.
         self.latency = Histogram()
         self.requests = 0
         self.request_bytes = 0
@@ -135,19 +136,23 @@ class DatastoreConnection(Link):
             if not inflight:
                 raise ReplyProtocolError("reply with no request in flight")
             framer.feed(data)
-            now = trio.current_time()
-            timeout = self.timeout
-            latency = self.latency
+            oldest = inflight[0][2]
+            answered = 0
             while inflight:
-                sink, count, deadline = inflight[0]
+                sink, count, _ = inflight[0]
                 replies = framer.take(count)
                 if replies is None:
                     break
                 inflight.popleft()
-                self.responses += count
-                self.response_bytes += len(replies)
-                latency.observe(int((now - deadline + timeout) * 1e6), count)
+                answered += count
                 sink.set(replies)
+            if answered:
+                # One measurement per read: the round trip of the oldest request
+                # it answered, for every reply in it (an upper bound for the rest).
+                self.responses += answered
+                self.response_bytes += len(data)
+                elapsed = trio.current_time() - oldest + self.timeout
+                self.latency.observe(int(elapsed * 1e6), answered)
 
     async def _watch_deadlines(self, stream: trio.abc.Stream) -> None:
         inflight = self._inflight

@@ -85,7 +85,6 @@ class Dispatcher:
         run: list[list[bytes]] = []  # consecutive requests bound for the datastore
         draining = self.draining
         by_bytes = BY_BYTES
-        counts = self.stats.counts
         indices: list[int] = []  # each answered request's command, for the latency stats
         for args in requests:
             spec = by_bytes.get(args[0])
@@ -95,13 +94,11 @@ class Dispatcher:
                 and spec.min_args <= len(args) <= spec.max_args
                 and not draining
             ):
-                counts[spec.index] += 1
                 indices.append(spec.index)
                 run.append(args)  # the common case: forward as is
                 continue
             spec = spec or lookup(args[0])
             if spec is not None:
-                counts[spec.index] += 1
                 indices.append(spec.index)
             else:
                 self.stats.unknown += 1

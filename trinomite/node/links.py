@@ -90,7 +90,8 @@ class Link(abc.ABC):
         self.name = name
         self.timeout = timeout
         self.max_backoff = max(max_backoff, INITIAL_BACKOFF)
-        self._state = ConnState.CONNECTING if preconnect else ConnState.IDLE
+        #: Read freely; changed only through ``_set_state`` (which notifies).
+        self.state = ConnState.CONNECTING if preconnect else ConnState.IDLE
         self.connects = 0
         self.timeouts = 0
         self.errors = 0
@@ -103,20 +104,15 @@ class Link(abc.ABC):
         self._live: trio.CancelScope | None = None
         self._reset = False
 
-    @property
-    def state(self) -> ConnState:
-        return self._state
-
-    @state.setter
-    def state(self, value: ConnState) -> None:
-        changed = value is not self._state
-        self._state = value
+    def _set_state(self, value: ConnState) -> None:
+        changed = value is not self.state
+        self.state = value
         if changed and self.on_state_change is not None:
             self.on_state_change(self)
 
     def _enqueue(self, data: bytes) -> bool:
         """Queue bytes to send; False while the link is down."""
-        state = self._state
+        state = self.state
         if state is ConnState.DOWN:
             return False
         self._outbox.append(data)
@@ -137,24 +133,24 @@ class Link(abc.ABC):
                     started = True
                 await self._wanted.park()
             if self.state is not ConnState.DOWN:
-                self.state = ConnState.CONNECTING
+                self._set_state(ConnState.CONNECTING)
             stream = await self._open()
             if not started:
                 task_status.started()
                 started = True
             if stream is None:
-                self.state = ConnState.DOWN
+                self._set_state(ConnState.DOWN)
                 self._fail_inflight(self.broken_error)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = INITIAL_BACKOFF
-            self.state = ConnState.UP
+            self._set_state(ConnState.UP)
             self.connects += 1
             log.info("%s: connected", self.name)
             self._writer.unpark()  # requests queued while connecting
             error = await self._serve(stream)
-            self.state = ConnState.DOWN
+            self._set_state(ConnState.DOWN)
             self.errors += 1
             self._fail_inflight(error)
             with trio.CancelScope(shield=True):

@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from ..admin.server import serve_admin
-from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
+from ..config.model import DataStore, HostPort, NodeConfig, SecureServerOption, UnixPath
 from ..protocol.requests import Limits
 from ..ring.topology import Topology, TopologyError
 from ..stats.requests import RequestStats
@@ -62,6 +62,13 @@ class Node:
         if config.data_store is not DataStore.REDIS:
             raise ValueError(
                 "data_store: 1 (memcached) is not supported yet; trinomite proxies Redis"
+            )
+        if config.secure_server_option is not SecureServerOption.NONE and config.dyn_seeds:
+            # Never fall back to plaintext when encryption was asked for.
+            raise ValueError(
+                f"secure_server_option: {config.secure_server_option.value} asks for encrypted "
+                "peer links, and trinomite's TLS peer links are not implemented yet; "
+                "use secure_server_option: none on a trusted network"
             )
         self.config = config
         self.topology = _topology(config)

@@ -309,8 +309,18 @@ class PyRequestParser:
 
 #: Rounds the Python parser must handle: a multibulk count of 7+ digits
 #: (hiredis would preallocate a list for it) and lengths with a leading zero
-#: (hiredis accepts ``$03``; Redis refuses it).
-_SLOW_PATH = re.compile(rb"\*\+?\d{7}|[*$]-?0\d")
+#: (hiredis accepts ``$03``; Redis refuses it).  The leading-zero pattern is
+#: only searched when a cheap substring test says it might be there.
+_HUGE_COUNT = re.compile(rb"\*\+?\d{7}")
+_LEADING_ZERO = re.compile(rb"[*$]-?0\d")
+
+
+def _needs_slow_path(data: bytes) -> bool:
+    if _HUGE_COUNT.search(data) is not None:
+        return True
+    if b"$0" in data or b"*0" in data or b"-0" in data:
+        return _LEADING_ZERO.search(data) is not None
+    return False
 
 
 class RequestParser:
@@ -364,7 +374,7 @@ class RequestParser:
             self.blob = b""
             return []
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if data[0] != _STAR or _SLOW_PATH.search(data) is not None:
+        if data[0] != _STAR or _needs_slow_path(data):
             self._to_slow(data)
             return None
         reader = hiredis.Reader()
@@ -414,7 +424,7 @@ def parse_one(payload: bytes, limits: Limits | None = None) -> list[bytes] | Non
     frame already delimits one request: hiredis parses the common case, the
     bounded Python parser anything unusual.
     """
-    if payload[:1] == b"*" and _SLOW_PATH.search(payload) is None:
+    if payload[:1] == b"*" and not _needs_slow_path(payload):
         reader = hiredis.Reader()
         reader.feed(payload)
         try:

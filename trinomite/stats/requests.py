@@ -13,6 +13,8 @@ derived from these counts when someone asks.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..protocol.commands import COMMANDS, Access, CommandSpec
 from .histogram import Histogram, bucket
 
@@ -71,15 +73,22 @@ class RequestStats:
         self.unknown = 0
 
     def record(self, indices: list[int], elapsed_us: int) -> None:
-        """A batch of requests (their command indices) answered after ``elapsed_us``."""
+        """A batch of requests (their command indices) answered after ``elapsed_us``.
+
+    This also counts them: callers only collect the indices.
+    """
         index = bucket(elapsed_us)
         self.latency.add(index, len(indices), elapsed_us)
         by_command = self.by_command
-        for command in indices:
+        # Pipelines usually repeat one command: count each distinct one once.
+        counted = Counter(indices) if len(indices) > 1 else dict.fromkeys(indices, 1)
+        counts = self.counts
+        for command, count in counted.items():
+            counts[command] += count
             histogram = by_command[command]
             if histogram is None:
                 histogram = by_command[command] = Histogram()
-            histogram.add(index, 1, elapsed_us)
+            histogram.add(index, count, elapsed_us)
 
     def totals(self) -> tuple[int, int]:
         """(reads, writes) answered, by the table's read/write flag."""
