@@ -344,6 +344,7 @@ class RequestParser:
         self.blob = b""
         self._slow: PyRequestParser | None = None
         self._chunks: list[bytes] = []
+        self._reader = hiredis.Reader()
 
     @property
     def error(self) -> ProtocolError | None:
@@ -377,7 +378,9 @@ class RequestParser:
         if data[0] != _STAR or _needs_slow_path(data):
             self._to_slow(data)
             return None
-        reader = hiredis.Reader()
+        # After a clean round the reader sits at a request boundary (the
+        # sentinel proved it), so it is reused; any fallback discards it.
+        reader = self._reader
         reader.feed(data)
         out: list[list[bytes]] = []
         try:
@@ -403,6 +406,7 @@ class RequestParser:
         return out
 
     def _to_slow(self, data: bytes) -> None:
+        self._reader = hiredis.Reader()
         self._chunks = []
         slow = self._slow = PyRequestParser(self.limits)
         slow.feed(data)

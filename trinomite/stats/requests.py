@@ -14,6 +14,7 @@ derived from these counts when someone asks.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 from ..protocol.commands import COMMANDS, Access, CommandSpec
 from .histogram import Histogram, bucket
@@ -75,13 +76,19 @@ class RequestStats:
     def record(self, indices: list[int], elapsed_us: int) -> None:
         """A batch of requests (their command indices) answered after ``elapsed_us``.
 
-    This also counts them: callers only collect the indices.
-    """
+        This also counts them: callers only collect the indices.
+        """
+        if not indices:
+            return
         index = bucket(elapsed_us)
         self.latency.add(index, len(indices), elapsed_us)
         by_command = self.by_command
         # Pipelines usually repeat one command: count each distinct one once.
-        counted = Counter(indices) if len(indices) > 1 else dict.fromkeys(indices, 1)
+        first = indices[0]
+        if indices.count(first) == len(indices):
+            counted: Mapping[int, int] = {first: len(indices)}
+        else:
+            counted = Counter(indices)
         counts = self.counts
         for command, count in counted.items():
             counts[command] += count
