@@ -29,7 +29,8 @@ async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def node_config(datastore: DatastoreSpec, **overrides: Any) -> NodeConfig:
     """A single-node config on an ephemeral port in front of ``datastore``."""
     overrides.setdefault("stats_listen", HostPort("127.0.0.1", 0))
-    return NodeConfig(listen=HostPort("127.0.0.1", 0), servers=(datastore,), **overrides)
+    overrides.setdefault("listen", HostPort("127.0.0.1", 0))
+    return NodeConfig(servers=(datastore,), **overrides)
 
 
 def client_for(node: Node, **kwargs: Any) -> redis.Redis:

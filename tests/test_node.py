@@ -265,3 +265,18 @@ async def test_scripting_and_redis_py_errors(redis_node):
     await in_thread(client.lpush, "l", "1")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         await in_thread(client.get, "l")
+
+
+async def test_unix_socket_listener(tmp_path):
+    from trinomite import UnixPath
+
+    path = str(tmp_path / "node.sock")
+    config = node_config(DatastoreSpec.embedded(), listen=UnixPath(path))
+    async with open_node(config) as node:
+        assert node.client_address == UnixPath(path)
+
+        def use() -> tuple[object, object]:
+            client = redis.Redis(unix_socket_path=path, protocol=2)
+            return client.set("u", "1"), client.get("u")
+
+        assert await in_thread(use) == (True, b"1")
