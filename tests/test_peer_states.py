@@ -44,3 +44,20 @@ def test_encrypted_peer_links_are_not_silently_plaintext():
     )
     with pytest.raises(ValueError, match="TLS peer links are not implemented yet"):
         Node(config)
+
+
+def test_settings_for_unbuilt_features_are_announced(caplog):
+    from trinomite import DatastoreSpec, HostPort, Node, NodeConfig
+
+    config = NodeConfig(
+        listen=HostPort("127.0.0.1", 0),
+        servers=(DatastoreSpec.embedded(),),
+        enable_gossip=True,
+        dyn_seed_provider="florida_provider",
+        read_repairs_enabled=True,
+    )
+    Node(config)
+    text = caplog.text
+    assert "gossip is not implemented yet" in text
+    assert "only simple_provider" in text
+    assert "read repair is not implemented yet" in text

@@ -71,6 +71,7 @@ class Node:
                 "use secure_server_option: none on a trusted network"
             )
         self.config = config
+        _warn_unbuilt(config)
         self.topology = _topology(config)
         self.pool = DatastorePool(config)
         others = [peer for peer in self.topology.peers if not peer.local]
@@ -231,6 +232,23 @@ class Node:
         """Cancel every task of the node now, without a grace period."""
         if self._root is not None:
             self._root.cancel_scope.cancel()
+
+
+def _warn_unbuilt(config: NodeConfig) -> None:
+    """Say so when the config asks for a feature trinomite does not have yet."""
+    unbuilt = {
+        "enable_gossip: gossip is not implemented yet; membership comes from dyn_seeds": (
+            config.enable_gossip
+        ),
+        "dyn_seed_provider: only simple_provider (dyn_seeds) is implemented so far": (
+            config.dyn_seed_provider != "simple_provider"
+        ),
+        "read_repairs_enabled: read repair is not implemented yet; the flag only shows in "
+        "/read_repairs": config.read_repairs_enabled,
+    }
+    for warning, applies in unbuilt.items():
+        if applies:
+            log.warning("%s: %s", config.source, warning)
 
 
 def _topology(config: NodeConfig) -> Topology:
