@@ -57,6 +57,8 @@ from typing import Literal
 
 import attrs
 
+from .buffer import compact
+
 __all__ = [
     "FLAG_COMPRESSED",
     "FLAG_ENCRYPTED",
@@ -114,7 +116,6 @@ _CORE = b"$2014$ "  # what Dynomite really looks for; spaces before it are skipp
 _CRLF = b"\r\n"
 _HEADER = b"   $2014$ %d %d %d %d %d *%d %s *%d\r\n"  # same_dc: a bool formats as 0 or 1
 _KEEP = len(_MAGIC) - 1  # bytes kept while seeking: a partial magic and its spaces
-_COMPACT_AT = 64 * 1024
 _MAX_ID = (1 << 64) - 1
 _FIELDS = re.compile(rb"(\d{1,20}) (\d{1,3}) (\d{1,3}) (\d{1,3}) ([01]) \*(\d{1,4}) ")
 _TAIL = re.compile(rb" \*(\d{1,20})")
@@ -419,19 +420,13 @@ class FrameParser:
         self._head = None
 
     def _compact(self) -> None:
-        start = self._start
-        if start == 0:
+        shift = compact(self._buf, self._start)
+        if not shift:
             return
-        if start >= len(self._buf):
-            self._buf.clear()
-        elif start >= _COMPACT_AT:
-            del self._buf[:start]
-        else:
-            return
-        self._start = 0
-        self._find_from = max(0, self._find_from - start)
+        self._start -= shift
+        self._find_from = max(0, self._find_from - shift)
         if self._hdr >= 0:
-            self._hdr -= start
+            self._hdr -= shift
         head = self._head
         if head is not None:
-            self._head = (*head[:6], head[6] - start, head[7] - start)
+            self._head = (*head[:6], head[6] - shift, head[7] - shift)

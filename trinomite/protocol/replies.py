@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from .buffer import compact
+
 __all__ = [
     "MAX_DEPTH",
     "ReplyFramer",
@@ -45,7 +47,6 @@ __all__ = [
 
 MAX_DEPTH = 1024
 _CRLF = b"\r\n"
-_COMPACT_AT = 64 * 1024
 #: Longest length header (type byte and up to 20 digits) accepted.
 _MAX_HEADER = 24
 #: Longest single-line reply (status, error, big number) accepted.
@@ -186,14 +187,9 @@ class ReplyFramer:
         return out
 
     def _compact(self) -> None:
-        start = self._start
-        if start >= len(self._buf):
-            self._buf.clear()
-            self._start = self._pos = 0
-        elif start >= _COMPACT_AT:
-            del self._buf[:start]
-            self._start = 0
-            self._pos -= start
+        shift = compact(self._buf, self._start)
+        self._start -= shift
+        self._pos -= shift
 
 
 def is_error(reply: bytes) -> bool:

@@ -38,6 +38,7 @@ import re
 import attrs
 import hiredis
 
+from .buffer import compact
 from .inline import split_inline
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
 _STAR = 42  # '*'
 _DOLLAR = 36  # '$'
 _CRLF = b"\r\n"
-#: Compact the buffer once this many consumed bytes sit in front of it.
-_COMPACT_AT = 64 * 1024
 #: Longer digit strings are rejected before int() sees them.
 _MAX_DIGITS = 19
 
@@ -291,20 +290,11 @@ class PyRequestParser:
         self._start = self._pos = self._find_from = 0
 
     def _compact(self) -> None:
-        start = self._start
-        if start == 0:
-            return
-        if start >= len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif start >= _COMPACT_AT:
-            del self._buf[:start]
-            self._pos -= start
-        else:
-            return
-        if self._find_from:
-            self._find_from = max(0, self._find_from - start)
-        self._start = 0
+        shift = compact(self._buf, self._start)
+        if shift:
+            self._start -= shift
+            self._pos -= shift
+            self._find_from = max(0, self._find_from - shift)
 
 
 #: Rounds the Python parser must handle: a multibulk count of 7+ digits
