@@ -240,6 +240,8 @@ class NodeAdmin:
                         "timeouts": sum(c.timeouts for c in links),
                         "errors": sum(c.errors for c in links),
                         "inflight": sum(c.inflight for c in links),
+                        "connects": sum(c.connects for c in links),
+                        "throttled": sum(c.throttled for c in links),
                     },
                 )
             )

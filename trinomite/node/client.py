@@ -54,8 +54,6 @@ class ClientCounters:
     client_connections: int = 0
     client_eof: int = 0
     client_err: int = 0
-    client_requests: int = 0
-    client_accepted: int = 0
 
 
 class ClientRegistry:
@@ -135,7 +133,6 @@ class ClientConnection:
                 return
             parser.feed(data)
             requests = parser.parse()
-            self.counters.client_requests += len(requests)
             if len(requests) <= max_pipeline:
                 if requests:
                     await stream.send_all(await dispatcher.execute(session, requests, parser.blob))
@@ -177,7 +174,6 @@ async def serve_clients(
     ids = itertools.count(1)
 
     def handle(stream: LeanSocketStream) -> None:
-        counters.client_accepted += 1
         if max_clients and counters.client_connections >= max_clients:
             handler_nursery.start_soon(_refuse, stream)
             return

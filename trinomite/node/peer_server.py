@@ -54,7 +54,6 @@ class PeerServerCounters:
     dnode_client_connections: int = 0
     dnode_client_eof: int = 0
     dnode_client_err: int = 0
-    dnode_client_requests: int = 0
 
 
 class PeerConnectionHandler:
@@ -113,7 +112,6 @@ class PeerConnectionHandler:
             kind = frame.type
             if kind not in _REQUESTS:
                 continue
-            self.counters.dnode_client_requests += 1
             slot = batch.slot()
             answers.append((frame.msg_id, frame.same_dc, slot))
             payload = frame.payload
