@@ -234,7 +234,7 @@ class NodeAdmin:
                 (
                     labels,
                     {
-                        "up": 1.0 if pool.up and name not in node.peers.admin_down else 0.0,
+                        "up": 1.0 if node.peers.is_up(name) else 0.0,
                         "requests": sum(c.requests for c in links),
                         "responses": sum(c.responses for c in links),
                         "timeouts": sum(c.timeouts for c in links),
@@ -276,11 +276,7 @@ class NodeAdmin:
             + values["client_non_quorum_w_responses"]
             + values["state_refused_requests"]
         )
-        up = sum(
-            1
-            for name, pool in node.peers.pools.items()
-            if pool.up and name not in node.peers.admin_down
-        )
+        up = sum(1 for name in node.peers.pools if node.peers.is_up(name))
         read, write = self.consistency()
         return {
             "ts": time.time(),
