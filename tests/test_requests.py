@@ -46,6 +46,15 @@ CASES: list[tuple[str, bytes, list[list[bytes]], str | None]] = [
      "expected '$', got 'a'"),
     ("unbalanced quotes", b'SET k "oops\r\n', [], "unbalanced quotes in request"),
     ("integer element", b"*2\r\n$3\r\nGET\r\n:1\r\n", [], "expected '$', got ':'"),
+    # Complete, well-framed rounds that hiredis must refuse as Redis does,
+    # so the fast path hands them to the Python parser for the exact message.
+    ("leading zero count", GET + b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n", [[b"GET", b"key"]],
+     "invalid multibulk length"),
+    ("leading zero bulk", b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n", [], "invalid bulk length"),
+    ("plus sign count", b"*+1\r\n$4\r\nPING\r\n", [], "invalid multibulk length"),
+    ("plus sign bulk", b"*1\r\n$+4\r\nPING\r\n", [], "invalid bulk length"),
+    ("minus zero bulk", b"*1\r\n$-0\r\n", [], "invalid bulk length"),
+    ("space in count", b"*1 \r\n$4\r\nPING\r\n", [], "invalid multibulk length"),
 ]
 
 
@@ -132,6 +141,24 @@ def test_limits_are_checked_before_buffering(parser_class, stream, error):
     parser = parser_class(LIMITS)
     parser.feed(stream)
     assert parser.parse() == []
+    assert parser.error is not None
+    assert parser.error.message == error
+
+
+@pytest.mark.parametrize("parser_class", [PyRequestParser, RequestParser])
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ([b"MSET", b"a", b"1", b"b", b"2", b"c", b"3", b"d", b"4", b"e", b"5"], "invalid multibulk length"),
+        ([b"SET", b"k", b"v" * 101], "invalid bulk length"),
+    ],
+)
+def test_limits_apply_to_complete_requests(parser_class, command, error):
+    """A whole request over a limit, in one round, is refused like a partial one."""
+    parser = parser_class(LIMITS)
+    parser.feed(GET + encode_command(command) + GET)
+    parsed = parser.parse()
+    assert [getattr(r, "args", r) for r in parsed] == [[b"GET", b"key"]]
     assert parser.error is not None
     assert parser.error.message == error
 

@@ -125,7 +125,8 @@ class ClientConnection:
                 return
             self.reading = True
             try:
-                data = await stream.receive_some(RECEIVE_SIZE)
+                # Right after a reply the client has usually sent nothing yet.
+                data = await stream.receive_next(RECEIVE_SIZE)
             finally:
                 self.reading = False
             if not data:
