@@ -1,26 +1,43 @@
-"""The client side of a node: accept loop and one task per client connection.
+"""Client connections: one task serves every client of a node, over one epoll set.
 
 Theory of operation
 -------------------
-``serve_clients`` accepts connections and starts ``ClientConnection.run``
-for each in the handler nursery it is given.  Each client task loops::
+A Trio task per client costs two scheduler steps per request round (woken
+by the client's data, then again by the replies), and those steps, more
+than parsing, bounded a node's throughput.  So clients are not tasks.
+``ClientReactor.run`` is one task that owns a private, edge-triggered epoll
+set holding every client socket; Trio watches that set's one descriptor::
 
-    receive_some --> RequestParser.feed/parse --> Dispatcher.execute (one await
-    for the whole batch) --> one send_all with every reply, in order
+    wait_readable(epoll fd) -> epoll.poll(0) -> for each ready client: pump()
 
-so a client costs one task, not one per request, and a pipeline of N
-requests costs one receive, one wait and one send.  Pipelines are bounded:
-at most ``max_client_pipeline`` requests are in flight at once (a longer
-pipeline from one receive is executed in slices), and the socket is not
-read again until a round is answered, which is the backpressure a slow
-reader needs.
+Each ``ClientConnection`` is a small synchronous state machine.  ``pump``
+repeats, while it can make progress:
+
+    replies arrived?          -> record stats, write them (non-blocking send)
+    round in flight, or unsent output?  -> stop: nothing to do until it ends
+    requests parsed, not started?       -> start the next slice of them
+    QUIT / protocol error / EOF / drain -> write what is owed, then close
+    readable?                 -> recv once, parse
+
+A round's replies reach the connection through ``set`` (it is the
+dispatcher's ``ReplySink``), usually called by the datastore reader task,
+which thereby writes the replies and reads and starts the client's next
+round without any task switch.  Only when the socket buffer is full does
+the connection ask for EPOLLOUT and finish the write when it is writable.
+
+Bounds and backpressure: one round (at most ``max_client_pipeline``
+requests) per client is in flight, and the socket is not read again until
+that round's replies are written, which is the backpressure a slow reader
+needs.  Edge-triggered readiness is tracked explicitly: a connection stays
+"readable" until a ``recv`` comes back short (the kernel buffer was empty
+then; data arriving later raises a new edge).
 
 Failure handling: a framing error is answered with Redis's
-``-ERR Protocol error: ...`` line, then the connection closes (the stream
-can no longer be trusted).  Anything unexpected in one client's task is
-logged and counted and closes only that client.  ``Cancelled`` always
-propagates.  While the node drains, idle clients are closed at once and a
-client with requests in flight gets its replies before closing.
+``-ERR Protocol error: ...`` line, after the replies owed before it, then
+the connection closes.  An exception while handling one connection is
+logged and counted and closes only that connection; nothing propagates into
+the task that delivered a reply.  While the node drains, idle clients are
+closed at once and a client with a round in flight gets its replies first.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import select
 import socket
 from collections.abc import Callable
 
@@ -35,16 +53,23 @@ import attrs
 import trio
 
 from ..protocol.requests import Limits, RequestParser
+from ..stats.requests import RequestStats
 from .dispatch import Dispatcher
 from .local import Session
 from .sockets import LeanSocketStream, accept_forever
 
-__all__ = ["ClientConnection", "ClientCounters", "ClientRegistry", "serve_clients"]
+__all__ = ["ClientConnection", "ClientCounters", "ClientReactor", "serve_clients"]
 
 log = logging.getLogger("trinomite.client")
 
 RECEIVE_SIZE = 64 * 1024
+#: Readiness events taken from the epoll set per reactor wake-up (fairness).
+MAX_EVENTS = 256
 _MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+
+if hasattr(select, "epoll"):
+    _READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+    _WRITE_EVENTS = _READ_EVENTS | select.EPOLLOUT
 
 
 @attrs.define
@@ -56,132 +81,279 @@ class ClientCounters:
     client_err: int = 0
 
 
-class ClientRegistry:
-    """The live client connections of a node, so draining can reach them."""
+class ClientConnection:
+    """One accepted client: its parser, its round in flight and its unsent output."""
 
-    def __init__(self) -> None:
-        self.connections: set[ClientConnection] = set()
+    __slots__ = (
+        "backlog",
+        "closed",
+        "eof",
+        "error_sent",
+        "fd",
+        "in_flight",
+        "indices",
+        "parser",
+        "pumping",
+        "queued",
+        "queued_blob",
+        "reactor",
+        "readable",
+        "reply",
+        "session",
+        "sock",
+        "started",
+    )
+
+    def __init__(self, sock: socket.socket, session: Session, reactor: ClientReactor) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.session = session
+        self.reactor = reactor
+        self.parser = RequestParser(reactor.limits)
+        self.readable = True  # data may have arrived before the socket was registered
+        self.eof = False
+        self.closed = False
+        self.error_sent = False
+        self.in_flight = False
+        self.pumping = False
+        self.reply: bytes | None = None
+        self.backlog: bytes | memoryview = b""
+        self.queued: list[list[bytes]] = []
+        self.queued_blob: bytes | None = None
+        self.indices: list[int] = []
+        self.started = 0.0
+
+    def set(self, reply: bytes) -> None:
+        """The replies of the round in flight (``ReplySink``)."""
+        self.reply = reply
+        if not self.pumping:
+            self.pump()
+
+    def pump(self) -> None:
+        """Make every step of progress possible now; never raises."""
+        if self.closed:
+            self.reply = None
+            return
+        self.pumping = True
+        try:
+            self._pump()
+        except Exception:
+            self.reactor.counters.client_err += 1
+            log.exception("client %s: handler failed", self.session.address)
+            self.close()
+        finally:
+            self.pumping = False
+
+    def _pump(self) -> None:
+        reactor = self.reactor
+        while not self.closed:
+            reply = self.reply
+            if reply is not None:
+                self.reply = None
+                self.in_flight = False
+                elapsed = int((trio.current_time() - self.started) * 1e6)
+                reactor.stats.record(self.indices, elapsed)
+                self._write(reply)
+                continue
+            if self.backlog and not self._flush():
+                return
+            if self.in_flight:
+                return
+            session = self.session
+            if self.queued and not session.closing:
+                self._start_round()
+                continue
+            error = self.parser.error
+            if error is not None and not self.error_sent and not session.closing:
+                self.error_sent = True
+                reactor.counters.client_err += 1
+                self._write(error.reply)
+                continue
+            if session.closing or self.error_sent or self.eof or reactor.draining:
+                self.close()
+                return
+            if not self.readable:
+                return
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            self.readable = False
+            return
+        except OSError:
+            data = b""  # reset by the client: same as EOF
+        if not data:
+            self.reactor.counters.client_eof += 1
+            self.eof = True
+            return
+        if len(data) < RECEIVE_SIZE:
+            self.readable = False  # drained: the next data raises a new edge
+        parser = self.parser
+        parser.feed(data)
+        requests = parser.parse()
+        if requests:
+            self.queued = requests
+            self.queued_blob = parser.blob
+
+    def _start_round(self) -> None:
+        reactor = self.reactor
+        requests = self.queued
+        limit = reactor.max_pipeline
+        if len(requests) <= limit:
+            blob, self.queued = self.queued_blob, []
+        else:
+            # Bounded in-flight work: a long pipeline is executed in slices.
+            blob, requests, self.queued = None, requests[:limit], requests[limit:]
+            self.queued_blob = None  # it encodes the whole pipeline, not a slice
+        self.in_flight = True
+        self.started = trio.current_time()
+        # May call self.set at once; pump's loop then picks the reply up.
+        self.indices = reactor.dispatcher.start(self.session, requests, blob, self)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        if sent < len(data):
+            self.backlog = memoryview(data)[sent:]
+            self.reactor.want_writable(self, True)
+
+    def _flush(self) -> bool:
+        """Send more of the backlog; True once it is all sent."""
+        try:
+            sent = self.sock.send(self.backlog)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self._lost()
+            return False
+        self.backlog = self.backlog[sent:]
+        if self.backlog:
+            return False
+        self.backlog = b""
+        self.reactor.want_writable(self, False)
+        return True
+
+    def _lost(self) -> None:
+        self.reactor.counters.client_eof += 1
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reply = None
+        self.queued = []
+        self.backlog = b""
+        self.reactor.remove(self)
+        self.sock.close()
+
+
+class ClientReactor:
+    """Every client connection of a node, served by one task over one epoll set."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        stats: RequestStats,
+        limits: Limits,
+        max_pipeline: int,
+        counters: ClientCounters,
+        make_session: Callable[[socket.socket, int], Session],
+    ) -> None:
+        if not hasattr(select, "epoll"):
+            raise RuntimeError("trinomite's client server needs Linux (epoll)")
+        self.dispatcher = dispatcher
+        self.stats = stats
+        self.limits = limits
+        self.max_pipeline = max_pipeline
+        self.counters = counters
+        self.make_session = make_session
+        self.connections: dict[int, ClientConnection] = {}
+        #: Set by ``stop_reading``: read no more requests, close clients once idle.
+        self.draining = False
+        self._epoll = select.epoll()
+        self._ids = itertools.count(1)
         self._empty = trio.Event()
         self._empty.set()
 
-    def add(self, connection: ClientConnection) -> None:
+    def add(self, sock: socket.socket) -> None:
+        """Serve a newly accepted (non-blocking) socket."""
+        connection = ClientConnection(sock, self.make_session(sock, next(self._ids)), self)
         if not self.connections:
             self._empty = trio.Event()
-        self.connections.add(connection)
+        self.connections[connection.fd] = connection
+        self.counters.client_connections += 1
+        self._epoll.register(connection.fd, _READ_EVENTS)
+        connection.pump()
 
-    def discard(self, connection: ClientConnection) -> None:
-        self.connections.discard(connection)
+    def remove(self, connection: ClientConnection) -> None:
+        if self.connections.pop(connection.fd, None) is None:
+            return
+        self.counters.client_connections -= 1
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(connection.fd)
         if not self.connections:
             self._empty.set()
+
+    def want_writable(self, connection: ClientConnection, writable: bool) -> None:
+        self._epoll.modify(connection.fd, _WRITE_EVENTS if writable else _READ_EVENTS)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve readiness events until cancelled; every client is closed on the way out."""
+        epoll = self._epoll
+        connections = self.connections
+        try:
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(epoll.fileno())
+                for fd, events in epoll.poll(0, MAX_EVENTS):
+                    connection = connections.get(fd)
+                    if connection is not None:
+                        connection.readable = connection.readable or events != select.EPOLLOUT
+                        connection.pump()
+        finally:
+            for connection in list(connections.values()):
+                connection.close()
+            trio.lowlevel.notify_closing(epoll.fileno())
+            epoll.close()
+
+    def stop_reading(self) -> None:
+        """Drain: read no more requests; idle clients are closed now, busy ones once answered."""
+        self.draining = True
+        for connection in list(self.connections.values()):
+            connection.pump()
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
 
-class ClientConnection:
-    """One accepted client: parse, dispatch, reply, until EOF or error."""
-
-    def __init__(
-        self,
-        stream: LeanSocketStream,
-        session: Session,
-        dispatcher: Dispatcher,
-        limits: Limits,
-        max_pipeline: int,
-        counters: ClientCounters,
-        registry: ClientRegistry,
-    ) -> None:
-        self.stream = stream
-        self.registry = registry
-        registry.add(self)
-        self.session = session
-        self.dispatcher = dispatcher
-        self.parser = RequestParser(limits)
-        self.max_pipeline = max_pipeline
-        self.counters = counters
-        self.reading = False
-        self.draining = False
-
-    async def run(self) -> None:
-        counters = self.counters
-        try:
-            await self._serve()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            counters.client_eof += 1
-        except Exception:
-            counters.client_err += 1
-            log.exception("client %s: handler failed", self.session.address)
-        finally:
-            counters.client_connections -= 1
-            self.registry.discard(self)
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self.stream)
-
-    async def _serve(self) -> None:
-        stream, parser, session = self.stream, self.parser, self.session
-        dispatcher, max_pipeline = self.dispatcher, self.max_pipeline
-        while True:
-            if self.draining:
-                return
-            self.reading = True
-            try:
-                # Right after a reply the client has usually sent nothing yet.
-                data = await stream.receive_next(RECEIVE_SIZE)
-            finally:
-                self.reading = False
-            if not data:
-                self.counters.client_eof += 1
-                return
-            parser.feed(data)
-            requests = parser.parse()
-            if len(requests) <= max_pipeline:
-                if requests:
-                    await stream.send_all(await dispatcher.execute(session, requests, parser.blob))
-            else:
-                # Bounded in-flight work: execute a long pipeline in slices.
-                for i in range(0, len(requests), max_pipeline):
-                    part = requests[i : i + max_pipeline]
-                    await stream.send_all(await dispatcher.execute(session, part, None))
-                    if session.closing:
-                        break
-            if session.closing:
-                return
-            if parser.error is not None:
-                self.counters.client_err += 1
-                await stream.send_all(parser.error.reply)
-                return
-
-    def stop_reading(self) -> None:
-        """Drain: read no more requests; an idle client is closed at once."""
-        self.draining = True
-        if self.reading:
-            self.stream.shutdown_reading()  # its receive_some returns b"" now
-
-
 async def serve_clients(
     listeners: list[socket.socket],
-    make_connection: Callable[[LeanSocketStream, int], ClientConnection],
-    handler_nursery: trio.Nursery,
-    counters: ClientCounters,
+    reactor: ClientReactor,
     max_clients: int,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept clients on every listener until cancelled.
+    """Accept clients on every listener until cancelled and hand them to ``reactor``.
 
-    Resource handling: each accepted stream is owned by its connection task
-    in ``handler_nursery``; a client over ``max_clients`` is told so and closed.
+    A client over ``max_clients`` is told so and closed.
     """
-    ids = itertools.count(1)
-
-    def handle(stream: LeanSocketStream) -> None:
-        if max_clients and counters.client_connections >= max_clients:
-            handler_nursery.start_soon(_refuse, stream)
-            return
-        counters.client_connections += 1
-        handler_nursery.start_soon(make_connection(stream, next(ids)).run)
 
     async with trio.open_nursery() as nursery:
+
+        def handle(stream: LeanSocketStream) -> None:
+            if max_clients and len(reactor.connections) >= max_clients:
+                nursery.start_soon(_refuse, stream)
+                return
+            reactor.add(stream.socket)
+
         for listener in listeners:
             nursery.start_soon(accept_forever, listener, handle)
         task_status.started()

@@ -46,7 +46,7 @@ from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
 from .links import Connector, ConnState, Link, LinkFailed
-from .slots import Batch, ReplySink, Slot
+from .slots import ReplySink
 from .sockets import connect_tcp, connect_unix
 
 __all__ = ["DatastoreConnection", "DatastorePool", "ReplySink"]
@@ -254,11 +254,3 @@ class DatastorePool:
         """Send ``count`` requests; ``sink`` gets their replies, or one error per request."""
         if not self.pick(client_id, protocol).submit(raw, count, sink, deadline):
             sink.set(_REFUSED * count)
-
-    def submit(
-        self, client_id: int, protocol: int, raw: bytes, count: int, batch: Batch, deadline: float
-    ) -> Slot:
-        """``send`` with a new slot of ``batch`` as the sink."""
-        slot = batch.slot()
-        self.send(client_id, protocol, raw, count, slot, deadline)
-        return slot

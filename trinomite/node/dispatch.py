@@ -2,22 +2,25 @@
 
 Theory of operation
 -------------------
-``Dispatcher.execute`` is the per-batch hot path.  For each request it looks
+``Dispatcher.start`` is the per-batch hot path.  For each request it looks
 the command up in the table and decides, without awaiting:
 
 * unknown / unsupported / wrong arity / refused subcommand -> an error reply
   now (the connection stays open, unlike Dynomite which drops it);
 * ``node`` route -> answered by ``local.answer`` now;
-* anything else -> handed to the datastore pool, which returns a ``Slot``.
+* anything else -> handed to the datastore pool (or the coordinator) with a
+  slot of the batch to fill later.
 
-Only then does it await, once, for every slot of the batch, and join the
-replies in request order.  The result is one ``bytes`` to write with one
-``send_all``.  A request never waits behind a later one, and a client's
-replies can never be reordered, whichever connection answers first.
+Nothing awaits: the batch's replies are gathered in request order and
+handed, joined into one ``bytes``, to the client's sink once the last one
+is in.  A request never waits behind a later one, and a client's replies
+can never be reordered, whichever connection answers first.
 
-On a lone node, consecutive datastore-bound requests travel as one run (the
-client's own bytes, when the whole batch is one run).  In a cluster each
-request goes to ``Coordinator.route`` (token owners, racks, DCs, quorum).
+On a lone node, consecutive datastore-bound requests travel as one run, and
+a batch that is one run (the usual case) goes to the datastore as the
+client's own bytes with the client as the sink: no per-batch objects at
+all.  In a cluster each request goes to ``Coordinator.route`` (token
+owners, racks, DCs, quorum).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from ..stats.requests import RequestStats
 from .coordinator import Coordinator
 from .datastore import DatastorePool
 from .local import Session, answer
-from .slots import Batch, Slot
+from .slots import Gather, ReplySink
 from .state import StateGate
 
 __all__ = ["Dispatcher"]
@@ -74,30 +77,40 @@ class Dispatcher:
         #: datastore as one run, as long as the node state is NORMAL.
         self.cluster = cluster
 
-    async def execute(
-        self, session: Session, requests: list[list[bytes]], blob: bytes | None
-    ) -> bytes:
-        """Replies to ``requests`` (whose exact encoding is ``blob``, if known), in order."""
-        batch = Batch()
-        parts: list[bytes | Slot] = []
+    def start(
+        self, session: Session, requests: list[list[bytes]], blob: bytes | None, sink: ReplySink
+    ) -> list[int]:
+        """Start ``requests`` (whose exact encoding is ``blob``, if known).
+
+        ``sink.set`` later gets every reply, in request order, as one
+        ``bytes`` (possibly before this returns, when no reply has to wait).
+        Returns the command index of each request answered, for the stats.
+        """
         started = trio.current_time()
         deadline = started + self.timeout
-        run: list[list[bytes]] = []  # consecutive requests bound for the datastore
         draining = self.draining
         by_bytes = BY_BYTES
         indices: list[int] = []  # each answered request's command, for the latency stats
         for args in requests:
             spec = by_bytes.get(args[0])
             if (
-                spec is not None
-                and spec.plain
-                and spec.min_args <= len(args) <= spec.max_args
-                and not draining
+                spec is None
+                or not spec.plain
+                or not spec.min_args <= len(args) <= spec.max_args
+                or draining
             ):
-                indices.append(spec.index)
-                run.append(args)  # the common case: forward as is
-                continue
-            spec = spec or lookup(args[0])
+                break
+            indices.append(spec.index)
+        else:
+            # The common case: every request is forwarded as is.
+            if not self.cluster and self.gate.state is NodeState.NORMAL:
+                raw = blob if blob is not None else b"".join(map(encode_command, requests))
+                self.pool.send(session.id, session.protocol, raw, len(requests), sink, deadline)
+                return indices
+        gather = Gather(sink)
+        run = requests[: len(indices)]  # consecutive requests bound for the datastore
+        for args in requests[len(indices) :]:
+            spec = by_bytes.get(args[0]) or lookup(args[0])
             if spec is not None:
                 indices.append(spec.index)
             else:
@@ -118,51 +131,35 @@ class Dispatcher:
                 run.append(args)
                 continue
             if run:
-                self._forward(session, run, None, batch, deadline, parts)
+                self._forward(session, run, gather, deadline)
                 run = []
-            parts.append(reply)
+            gather.add(reply)
             if session.closing:
                 break  # QUIT: nothing after it is executed
         if run:
-            whole = len(run) == len(requests)
-            self._forward(session, run, blob if whole else None, batch, deadline, parts)
-        await batch.wait()
-        self.stats.record(indices, int((trio.current_time() - started) * 1e6))
-        if len(parts) == 1:
-            only = parts[0]
-            return only if isinstance(only, bytes) else only.reply or b""
-        return b"".join([p if isinstance(p, bytes) else p.reply or b"" for p in parts])
+            self._forward(session, run, gather, deadline)
+        gather.seal()
+        return indices
 
     def _forward(
-        self,
-        session: Session,
-        run: list[list[bytes]],
-        raw: bytes | None,
-        batch: Batch,
-        deadline: float,
-        parts: list[bytes | Slot],
+        self, session: Session, run: list[list[bytes]], gather: Gather, deadline: float
     ) -> None:
-        """Send a run of validated requests; ``raw`` is their encoding if known.
+        """Send a run of validated requests.
 
         A lone node in state NORMAL sends the whole run to its datastore in
         one piece; otherwise each request is routed on its own by the
         coordinator (which applies the node state to local requests).
         """
-        coordinator = self.coordinator
         if not self.cluster and self.gate.state is NodeState.NORMAL:
-            if raw is None:
-                raw = b"".join([encode_command(args) for args in run])
-            parts.append(
-                self.pool.submit(session.id, session.protocol, raw, len(run), batch, deadline)
-            )
+            raw = b"".join(map(encode_command, run))
+            self.pool.send(session.id, session.protocol, raw, len(run), gather.slot(), deadline)
             return
+        coordinator = self.coordinator
         now = deadline - self.timeout
         for args in run:
             spec = BY_BYTES.get(args[0]) or lookup(args[0])
             assert spec is not None
-            slot = batch.slot()
-            coordinator.route(session, spec, args, slot, now)
-            parts.append(slot)
+            coordinator.route(session, spec, args, gather.slot(), now)
 
     @staticmethod
     def _reject_unknown(args: list[bytes]) -> bytes:

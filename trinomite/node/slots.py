@@ -18,6 +18,10 @@ live in the node's nursery, and the slot is filled exactly once (a late
 duplicate is ignored).  It avoids a task, a channel and an Event per
 request, which is what keeps the per-request cost low.
 
+Client connections are not tasks (see ``client``), so they use ``Gather``
+instead of ``Batch``: the same counting, but the last reply triggers a
+callback (the joined replies go to one sink) instead of waking a task.
+
 If the client task is cancelled while waiting, its slots stay in the
 connection FIFOs and are simply filled later and dropped; FIFO alignment
 with the datastore is never disturbed.
@@ -29,7 +33,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["Batch", "Parker", "ReplySink", "Slot"]
+__all__ = ["Batch", "Gather", "Parker", "ReplySink", "Slot", "SlotOwner"]
 
 
 class ReplySink(Protocol):
@@ -38,12 +42,18 @@ class ReplySink(Protocol):
     def set(self, reply: bytes) -> None: ...
 
 
+class SlotOwner(Protocol):
+    """What a slot reports to when it is filled."""
+
+    def one_done(self) -> None: ...
+
+
 class Slot:
     """Receives exactly one reply for one request."""
 
     __slots__ = ("batch", "reply")
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: SlotOwner) -> None:
         self.batch = batch
         self.reply: bytes | None = None
 
@@ -100,6 +110,48 @@ class Batch(_Sleeper):
             await trio.lowlevel.checkpoint()
             return
         await self._sleep()
+
+
+class Gather:
+    """A batch's replies in request order, joined and handed to one sink when complete.
+
+    Parts are added in request order: replies known at once with ``add``,
+    replies to come with ``slot()``.  ``seal()`` ends the batch; the sink
+    gets its one ``set`` call when the batch is sealed and every slot is
+    filled, which may be inside ``seal()`` itself.
+    """
+
+    __slots__ = ("parts", "pending", "sealed", "sink")
+
+    def __init__(self, sink: ReplySink) -> None:
+        self.sink = sink
+        self.parts: list[bytes | Slot] = []
+        self.pending = 0
+        self.sealed = False
+
+    def add(self, reply: bytes) -> None:
+        self.parts.append(reply)
+
+    def slot(self) -> Slot:
+        self.pending += 1
+        slot = Slot(self)
+        self.parts.append(slot)
+        return slot
+
+    def one_done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.sealed:
+            self._finish()
+
+    def seal(self) -> None:
+        self.sealed = True
+        if self.pending == 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        parts = self.parts
+        self.parts = []
+        self.sink.set(b"".join([p if isinstance(p, bytes) else p.reply or b"" for p in parts]))
 
 
 class Parker(_Sleeper):

@@ -44,6 +44,7 @@ __all__ = [
     "connect_unix",
     "open_tcp_listeners",
     "open_unix_listener",
+    "peer_name",
 ]
 
 log = logging.getLogger("trinomite.sockets")
@@ -145,13 +146,8 @@ class LeanSocketStream(trio.abc.Stream):
             self.socket.shutdown(socket.SHUT_RD)
 
     def peer_name(self) -> str:
-        try:
-            peer = self.socket.getpeername()
-        except OSError:
-            return "?"
-        if isinstance(peer, tuple):
-            return f"{peer[0]}:{peer[1]}"
-        return str(peer) or "unix"
+        return peer_name(self.socket)
+
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -159,6 +155,17 @@ class LeanSocketStream(trio.abc.Stream):
             trio.lowlevel.notify_closing(self.socket)
             self.socket.close()
         await trio.lowlevel.checkpoint()
+
+
+def peer_name(sock: socket.socket) -> str:
+    """``host:port`` of the other end (``unix`` for a unix socket, ``?`` if gone)."""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) or "unix"
 
 
 async def open_tcp_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:

@@ -7,9 +7,10 @@ Theory of operation
     serve_node nursery (root)
     |-- DatastorePool.run            started first; ready once every
     |                                connection made its first attempt
-    |-- handler nursery holder       one task per client or peer connection
+    |-- handler nursery holder       one task per inbound peer connection
     |-- serve_peers                  accept loops on dyn_listen (if set)
     |-- PeerPools.run                one task per outgoing peer connection
+    |-- ClientReactor.run            every client connection, one task
     `-- accept scope
         `-- serve_clients            one accept loop per client listener
 
@@ -40,14 +41,14 @@ from ..protocol.requests import Limits
 from ..ring.topology import Topology, TopologyError
 from ..stats.requests import RequestStats
 from .admin import NodeAdmin
-from .client import ClientConnection, ClientCounters, ClientRegistry, serve_clients
+from .client import ClientCounters, ClientReactor, serve_clients
 from .coordinator import ClusterCounters, Coordinator
 from .datastore import DatastorePool
 from .dispatch import Dispatcher
 from .local import Session
 from .peer_server import PeerConnectionHandler, PeerServerCounters, serve_peers
 from .peers import PeerPools
-from .sockets import LeanSocketStream, open_tcp_listeners, open_unix_listener
+from .sockets import LeanSocketStream, open_tcp_listeners, open_unix_listener, peer_name
 from .state import StateGate
 
 __all__ = ["Node", "open_node", "serve_node"]
@@ -98,11 +99,18 @@ class Node:
         for link in self.pool.connections:
             link.on_state_change = self.admin.link_changed
         self.counters = ClientCounters()
-        self.clients = ClientRegistry()
         self.limits = Limits(
             max_bulk_len=config.max_bulk_len,
             max_multibulk_len=config.max_multibulk_len,
             max_inline_len=config.max_inline_len,
+        )
+        self.clients = ClientReactor(
+            self.dispatcher,
+            self.request_stats,
+            self.limits,
+            config.max_client_pipeline,
+            self.counters,
+            self._make_session,
         )
         self.client_address: HostPort | UnixPath = config.listen
         #: The bound peer (dyn_listen) address, once listening; None without dyn_listen.
@@ -162,21 +170,18 @@ class Node:
                 await root.start(serve_peers, self._peer_listeners, self._peer_handler, handlers)
                 log.info("node listening for peers on %s", bound)
             await root.start(self.peers.run)
+            await root.start(self.clients.run)
             self._listeners = await _open_listeners(self.config)
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
-            await root.start(self._accept, handlers)
+            await root.start(self._accept)
             log.info("node listening for clients on %s", self.client_address)
             task_status.started(self)
 
-    async def _accept(
-        self, handlers: trio.Nursery, *, task_status: trio.TaskStatus[None]
-    ) -> None:
+    async def _accept(self, *, task_status: trio.TaskStatus[None]) -> None:
         with self._accept_scope:
             await serve_clients(
                 self._listeners,
-                self._make_connection,
-                handlers,
-                self.counters,
+                self.clients,
                 self.config.client_connections,
                 task_status=task_status,
             )
@@ -189,21 +194,12 @@ class Node:
     def _peer_changed(self, name: str, up: bool) -> None:
         self.admin.events.publish("peer_up" if up else "peer_down", peer=name)
 
-    def _make_connection(self, stream: LeanSocketStream, client_id: int) -> ClientConnection:
-        session = Session(
+    def _make_session(self, sock: socket.socket, client_id: int) -> Session:
+        return Session(
             id=client_id,
-            address=stream.peer_name(),
+            address=peer_name(sock),
             read_consistency=self.read_consistency,
             write_consistency=self.write_consistency,
-        )
-        return ClientConnection(
-            stream,
-            session,
-            self.dispatcher,
-            self.limits,
-            self.config.max_client_pipeline,
-            self.counters,
-            self.clients,
         )
 
     async def shutdown(self, grace: float | None = None) -> None:
@@ -221,8 +217,7 @@ class Node:
         self._accept_scope.cancel()
         self._close_listeners()
         self.dispatcher.draining = True
-        for connection in list(self.clients.connections):
-            connection.stop_reading()
+        self.clients.stop_reading()
         with trio.move_on_after(grace):
             await self.clients.wait_empty()
         if self._root is not None:
