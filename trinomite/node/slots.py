@@ -1,16 +1,17 @@
-"""Reply slots: how a reply produced by one task reaches the client task.
+"""Reply slots: how a reply produced by one task reaches the connection that asked.
 
 Theory of operation
 -------------------
-A client task parses a batch of requests, hands each one to a datastore (or
-later a peer) connection, and then waits once for the whole batch::
+A connection task (an inbound peer link) parses a batch of requests, hands
+each one to a datastore or peer connection, and then waits once for the
+whole batch::
 
-    client task                      datastore reader task
-    -----------                      ---------------------
+    peer connection task             datastore reader task
+    --------------------             ---------------------
     batch = Batch(n)
     conn.submit(raw, batch.slot(i)) ---> in-flight FIFO
     await batch.wait()                   reply framed -> slot.set(reply)
-      (parked, no polling)               last slot filled -> wake client
+      (parked, no polling)               last slot filled -> wake the task
     write replies in request order
 
 This is the one "result slot" pattern the style guide allows: both tasks
@@ -22,7 +23,7 @@ Client connections are not tasks (see ``client``), so they use ``Gather``
 instead of ``Batch``: the same counting, but the last reply triggers a
 callback (the joined replies go to one sink) instead of waking a task.
 
-If the client task is cancelled while waiting, its slots stay in the
+If a waiting task is cancelled, or a client closes, its slots stay in the
 connection FIFOs and are simply filled later and dropped; FIFO alignment
 with the datastore is never disturbed.
 """
