@@ -152,3 +152,34 @@ async def test_many_clients_in_one_reactor(node: Node) -> None:
                 nursery.start_soon(client, i)
         await node.clients.wait_empty()
     assert node.counters.client_connections == 0
+
+
+async def test_delimited_runs_are_byte_exact_for_big_and_tricky_replies(
+    node: Node, redis_backend: RedisServer
+) -> None:
+    """Large aggregates and values that look like a run delimiter, against redis itself."""
+    lookalike = b"$32\r\n" + b"0123456789abcdef" * 2 + b"\r\n"  # the shape of a delimiter echo
+    setup = [
+        ("DEL", "list", "hash", "look"),
+        ("RPUSH", "list", *[f"item-{i}" for i in range(5000)]),
+        ("HSET", "hash", *[x for i in range(2000) for x in (f"f{i}", lookalike * 2)]),
+        ("SET", "look", lookalike),
+    ]
+    queries = [
+        ("LRANGE", "list", 0, -1),
+        ("GET", "look"),
+        ("HGETALL", "hash"),
+        ("ECHO", lookalike),  # answered by the node itself
+        ("LRANGE", "list", 10, 20),
+        ("GET", "look"),
+    ]
+    with trio.fail_after(20):
+        async with (
+            await RawClient.connect(redis_backend.host, redis_backend.port) as direct,
+            await RawClient.to_node(node) as proxied,
+        ):
+            await direct.pipeline(encode_all(setup), len(setup))
+            want = await direct.pipeline(encode_all(queries), len(queries))
+            got = await proxied.pipeline(encode_all(queries), len(queries))
+            assert got == want
+            assert [await proxied.call(*q) for q in queries] == want

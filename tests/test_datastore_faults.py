@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 import pytest
+import redis
 import trio
 import trio.testing
 
@@ -274,7 +275,8 @@ async def test_pipeline_depth_bound_holds_at_the_datastore(proxy: FaultProxy) ->
                 nursery.start_soon(client.send, request * 50)
                 await proxy.wait_until(lambda p: p.bytes_up > before)
                 first_chunk = proxy.bytes_up - before
-            assert first_chunk <= 10 * len(request)
+            # Each run is followed by the pool's run delimiter, ECHO <32 hex digits>.
+            assert first_chunk <= 10 * len(request) + len(encode("ECHO", "0" * 32))
             assert await client.read(50) == [b":%d\r\n" % i for i in range(1, 51)]
 
 
@@ -298,6 +300,31 @@ async def test_backend_down_at_start_refuses_at_once_then_recovers(
             await trio.to_thread.run_sync(redis_backend.start)
             assert redis_backend.port == port
             await wait_recovered(client)
+
+
+async def test_datastore_refusing_the_run_delimiter_fails_its_connections(
+    redis_backend: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runs are delimited with ECHO: a datastore that refuses it is refused, loudly.
+
+    An ACL that denies ECHO stands in for any datastore that will not echo.
+    Requests fail fast with the refused error (never a hang), the reason is
+    logged, and the node recovers once ECHO is allowed again.
+    """
+    admin = redis.Redis(host=redis_backend.host, port=redis_backend.port, socket_timeout=5)
+    await trio.to_thread.run_sync(admin.execute_command, "ACL", "SETUSER", "default", "-echo")
+    config = node_config(
+        DatastoreSpec.tcp(redis_backend.host, redis_backend.port), preconnect=True, **FAST_RETRY
+    )
+    with trio.fail_after(15):
+        async with open_node(config) as node, await RawClient.to_node(node) as client:
+            assert await set_get(client, "k", "v") == [REFUSED, REFUSED]
+            assert "handshake refused: -NOPERM" in caplog.text
+            await trio.to_thread.run_sync(
+                admin.execute_command, "ACL", "SETUSER", "default", "+echo"
+            )
+            await wait_recovered(client)
+            assert await set_get(client, "k", "v") == [b"+OK\r\n", bulk("v")]
 
 
 async def test_lazy_connect_without_preconnect(proxy: FaultProxy) -> None:

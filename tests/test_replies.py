@@ -67,6 +67,43 @@ def test_byte_by_byte_runs():
     ]
 
 
+DELIMITER = b"$32\r\n" + b"0123456789abcdef" * 2 + b"\r\n"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 31, len(STREAM) + 3 * len(DELIMITER)])
+def test_take_until_delimited_runs_in_any_chunking(chunk):
+    """Runs ended by a delimiter reply; the delimiter may be split anywhere."""
+    runs = [REPLIES[:4], REPLIES[4:5], [], REPLIES[5:]]
+    wire = b"".join(b"".join(run) + DELIMITER for run in runs)
+    framer = ReplyFramer()
+    got = []
+    for i in range(0, len(wire), chunk):
+        framer.feed(wire[i : i + chunk])
+        while len(got) < len(runs) and (run := framer.take_until(DELIMITER)) is not None:
+            got.append(run)
+    assert got == [b"".join(run) for run in runs]
+    assert framer.buffered == 0
+
+
+def test_take_until_and_take_interleave():
+    framer = ReplyFramer()
+    framer.feed(b"+a\r\n" + DELIMITER + b":1\r\n:2\r\n" + b"$1\r\nx\r\n" + DELIMITER)
+    assert framer.take_until(DELIMITER) == b"+a\r\n"
+    assert framer.take(2) == b":1\r\n:2\r\n"
+    assert framer.take_until(DELIMITER) == b"$1\r\nx\r\n"
+    assert framer.take_until(DELIMITER) is None
+
+
+def test_take_until_does_not_rescan():
+    framer = ReplyFramer()
+    framer.feed(b"$100000\r\n")
+    for _ in range(100):
+        framer.feed(b"x" * 1000)
+        assert framer.take_until(DELIMITER) is None
+        # The search resumes near the end: at most a delimiter's length back.
+        assert framer._pos >= framer.buffered - len(DELIMITER)
+
+
 def test_large_array_in_pieces_is_scanned_once():
     elements = 50_000
     stream = b"*%d\r\n" % elements + b"$5\r\nvalue\r\n" * elements
