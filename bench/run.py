@@ -13,7 +13,10 @@
 # bench. To add one (e.g. a trinomite cluster), write such a function, using
 # lab.start_redis() and start_trinomite_node(), and register it in TARGETS.
 # CPU used by other processes during the run is measured and reported, since
-# on a shared 2-core machine it silently skews every figure.
+# on a shared 2-core machine it silently skews every figure. So is each proxy's
+# own CPU time per request (from /proc/PID/stat around every redis-benchmark
+# run): on a VM whose hypervisor steals time, req/s swings by 2-3x between
+# rounds, while CPU per request stays put, so it is the steadier comparison.
 # Everything runs on 127.0.0.1; every wait and subprocess is bounded in time.
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
     watch_rss: bool
+    target: str = ""  # the target it was started for
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Lab:
     workdir: Path
     procs: list[Proc] = field(default_factory=list)
     rss: dict[str, dict[str, int]] = field(default_factory=dict)
+    target: str = ""  # the target being started; its processes are tagged with it
 
     def write(self, name: str, text: str) -> Path:
         path = self.workdir / name
@@ -93,7 +98,7 @@ class Lab:
                 cwd=self.workdir,
                 env=env,
             )
-        proc = Proc(name, popen, log, watch_rss)
+        proc = Proc(name, popen, log, watch_rss, self.target)
         self.procs.append(proc)
         return proc
 
@@ -120,6 +125,13 @@ class Lab:
                 if proc.popen.poll() is None or attempt == attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def proxy_cpu(self, target: str) -> float | None:
+        """CPU seconds used so far by the proxy processes of ``target`` (None: it has none)."""
+        pids = [p.popen.pid for p in self.procs if p.target == target and p.watch_rss]
+        if not pids:
+            return None
+        return sum(proc_cpu_seconds(pid) for pid in pids)
 
     def read_rss(self) -> None:
         for proc in self.procs:
@@ -157,6 +169,12 @@ def proc_status_kb(pid: int) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
@@ -390,21 +408,69 @@ def redis_benchmark(
     return rows
 
 
-def run_rounds(ports: dict[str, int], args: argparse.Namespace) -> list[Row]:
+def run_rounds(lab: Lab, ports: dict[str, int], args: argparse.Namespace) -> list[Row]:
+    """Every target in every mode, per round; each sample has req/s and proxy CPU.
+
+    ``cpu_us`` is the proxy processes' CPU time per request over one
+    redis-benchmark invocation (its SET and GET tests together).  Unlike
+    req/s, it barely moves when the hypervisor steals time.
+    """
     samples: list[Row] = []
     names = list(ports)
     for rnd in range(args.rounds):
         order = names[rnd % len(names) :] + names[: rnd % len(names)]
         for name in order:
             for mode, depth in MODES.items():
+                cpu_before = lab.proxy_cpu(name)
                 rows = redis_benchmark(ports[name], args.requests, args.clients, depth)
+                cpu_after = lab.proxy_cpu(name)
+                cpu_us = None
+                if cpu_before is not None and cpu_after is not None:
+                    cpu_us = (cpu_after - cpu_before) * 1e6 / (args.requests * len(TESTS))
                 for test, row in rows.items():
                     samples.append(
-                        {"round": rnd + 1, "target": name, "mode": mode, "test": test, **row}
+                        {
+                            "round": rnd + 1,
+                            "target": name,
+                            "mode": mode,
+                            "test": test,
+                            "cpu_us": cpu_us,
+                            **row,
+                        }
                     )
                 got = "  ".join(f"{t} {rows[t]['rps']:>10,.0f}" for t in TESTS)
-                print(f"  round {rnd + 1}  {name:<10} {mode:<4} {got}", flush=True)
+                cpu = f"  proxy CPU {cpu_us:5.1f} us/req" if cpu_us is not None else ""
+                print(f"  round {rnd + 1}  {name:<10} {mode:<4} {got}{cpu}", flush=True)
     return samples
+
+
+def summarise_cpu(samples: list[Row], names: list[str]) -> list[Row]:
+    """Median proxy CPU per request, per target and mode (targets with a proxy only)."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for s in samples:
+        if s["cpu_us"] is not None and s["test"] == TESTS[0]:  # one per invocation
+            cells.setdefault((s["target"], s["mode"]), []).append(s["cpu_us"])
+    return [
+        {"target": name, "mode": mode, "cpu_us": statistics.median(cells[(name, mode)])}
+        for name in names
+        for mode in MODES
+        if (name, mode) in cells
+    ]
+
+
+def print_cpu_table(cpu: list[Row]) -> None:
+    if not cpu:
+        return
+    by_cell = {(r["target"], r["mode"]): r["cpu_us"] for r in cpu}
+    print("\nproxy CPU per request (us, SET and GET together, median; lower is better):")
+    print(f"{'target':<14} " + " ".join(f"{m:>8} {'vs naive':>9}" for m in MODES))
+    for name in dict.fromkeys(r["target"] for r in cpu):
+        cells = []
+        for mode in MODES:
+            value, naive = by_cell.get((name, mode)), by_cell.get(("naive", mode))
+            ratio = f"{value / naive:8.2f}x" if value and naive else f"{'-':>9}"
+            cells.append(f"{value:8.2f} {ratio}" if value is not None else f"{'-':>8} {'-':>9}")
+        print(f"{name:<14} " + " ".join(cells))
 
 
 def summarise(samples: list[Row], names: list[str]) -> list[Row]:
@@ -500,19 +566,25 @@ def main(argv: list[str] | None = None) -> int:
     meter = CpuMeter()
     lab = Lab(Path(tempfile.mkdtemp(prefix="trinomite-bench-")))
     try:
-        ports = {name: TARGETS[name](lab, opts) for name in args.names}
+        ports: dict[str, int] = {}
+        for name in args.names:
+            lab.target = name
+            ports[name] = TARGETS[name](lab, opts)
+        lab.target = ""
         print(
             f"targets up: {ports}; -n {args.requests} -c {args.clients}, {args.rounds} round(s)",
             flush=True,
         )
-        samples = run_rounds(ports, args)
+        samples = run_rounds(lab, ports, args)
         lab.read_rss()
     finally:
         lab.stop_all()
         shutil.rmtree(lab.workdir, ignore_errors=True)
     foreign = meter.foreign_share()
     summary = summarise(samples, args.names)
+    cpu = summarise_cpu(samples, args.names)
     print_table(summary, lab.rss, args.quick)
+    print_cpu_table(cpu)
     stolen = meter.steal_share()
     print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
     print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
@@ -527,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "samples": samples,
             "summary": summary,
+            "proxy_cpu_us": cpu,
             "rss_kb": lab.rss,
             "foreign_cpu_share": foreign,
             "steal_cpu_share": stolen,
