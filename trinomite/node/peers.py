@@ -16,8 +16,8 @@ is *older* than the head is from the past and dropped; requests *ahead* of
 a newer reply never got one and are failed (``mismatches``).
 
 **A timeout fails only that request** (Dynomite closes the whole connection
-and fails everything on it).  The watchdog keeps a heap of deadlines; an
-expired request's sink gets ``-ERR Peer: Connection timed out`` while its
+and fails everything on it).  The watchdog keeps a heap of deadlines,
+checked at most every ``DEADLINE_TICK``; an expired request's sink gets ``-ERR Peer: Connection timed out`` while its
 FIFO entry stays, so the late reply, when it comes, is matched and dropped.
 If the oldest request is still unanswered a whole timeout after its own
 deadline, the peer is not answering at all: the connection is replaced.
@@ -55,6 +55,8 @@ __all__ = ["PeerConnection", "PeerPool", "PeerPools"]
 log = logging.getLogger("trinomite.peers")
 
 RECEIVE_SIZE = 256 * 1024
+#: Timeouts fire at most this late (seconds); it bounds the watchdog's wake-ups.
+DEADLINE_TICK = 0.01
 TIMEOUT_REPLY = redis_error(NodeError.PEER_TIMEOUT)
 NOT_CONNECTED = redis_error(NodeError.PEER_HOST_NOT_CONNECTED)
 MISMATCH_REPLY = redis_error(NodeError.PEER_CONNECTION_REFUSE)
@@ -210,7 +212,9 @@ class PeerConnection(Link):
             if inflight and inflight[0].done and now > inflight[0].deadline + self.timeout:
                 raise LinkFailed(NodeError.PEER_TIMEOUT, "peer stopped answering")
             if deadlines:
-                await trio.sleep_until(deadlines[0][0])
+                # Answered requests stay in the heap until their deadline; waking
+                # at most once per tick pops them in batches, not one wake each.
+                await trio.sleep_until(max(deadlines[0][0], now + DEADLINE_TICK))
             else:
                 await trio.sleep(self.timeout)
 
