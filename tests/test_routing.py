@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trinomite.cluster.routing import Mode, plan
+from trinomite.cluster.routing import Mode, PlanCache, plan
 from trinomite.config import parse_config
 from trinomite.config.model import Consistency
 from trinomite.protocol.peer import MessageType
@@ -169,3 +169,46 @@ def test_remote_dc_forward_fails_over_and_reports_drops():
         is_up=lambda n: not n.endswith(("9007", "9008")),
     )
     assert nothing.dropped_dcs == ("dc2",)
+
+
+def uneven_topology() -> Topology:
+    """Racks of different sizes and tokens, so segments come from several rings."""
+    nodes = [
+        peer("dc1", "r1", 9101, 1000, local=True),
+        peer("dc1", "r1", 9102, 3_000_000_000),
+        peer("dc1", "r2", 9201, 2_000_000_000),
+        peer("dc1", "r3", 9301, 500),
+        peer("dc1", "r3", 9302, 1_000_000),
+        peer("dc1", "r3", 9303, 4_000_000_000),
+        peer("dc2", "r1", 9401, 7),
+        peer("dc2", "r1", 9402, 2_500_000_000),
+    ]
+    return Topology.from_peers(nodes[0], nodes[1:])
+
+
+@pytest.mark.parametrize("level", list(Consistency))
+@pytest.mark.parametrize("write", [False, True])
+def test_plan_cache_matches_plan_for_every_token_neighbourhood(level, write):
+    topology = uneven_topology()
+    cache = PlanCache(topology)
+    down = {"127.0.0.1:9102", "127.0.0.1:9401"}
+
+    def is_up(name: str) -> bool:
+        return name not in down
+
+    bounds = sorted({t for ring in topology.all_rings for t in ring.tokens})
+    tokens = [0, 2**32 - 1] + [b + d for b in bounds for d in (-1, 0, 1)]
+    for token in tokens:
+        cached = cache.plan(token, write=write, level=level, is_up=is_up)
+        assert cached == plan(topology, token, write=write, level=level, is_up=is_up), token
+
+
+def test_plan_cache_is_recomputed_after_clear():
+    topology = uneven_topology()
+    cache = PlanCache(topology)
+    read = {"write": False, "level": Consistency.DC_ONE}
+    first = cache.plan(2_000_000_000, **read, is_up=always_up)
+    assert cache.plan(2_000_000_000, **read, is_up=lambda name: False) is first  # memoized
+    cache.clear()
+    again = cache.plan(2_000_000_000, **read, is_up=lambda name: name != "127.0.0.1:9102")
+    assert again != first and again.failover

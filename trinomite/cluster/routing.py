@@ -28,10 +28,17 @@ reply) or not (fire-and-forget: the reply is swallowed, errors are counted):
 
 ``is_up(name)`` is the only view of the outside world: whether a peer link
 is connected.  Pure code, no I/O.
+
+``PlanCache`` memoizes plans: a plan depends on the token only through its
+owner in each rack, which is constant between consecutive ring tokens, so
+plans are kept per *segment* of the merged rings (one bisect finds it), per
+read/write and per level.  The shell clears the cache whenever reachability
+changes.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Callable
 
@@ -41,7 +48,7 @@ from ..config.model import Consistency
 from ..protocol.peer import MessageType
 from ..ring.topology import PeerInfo, Topology
 
-__all__ = ["Mode", "Plan", "Target", "plan"]
+__all__ = ["Mode", "Plan", "PlanCache", "Target", "plan"]
 
 
 class Mode(enum.Enum):
@@ -139,3 +146,31 @@ def plan(
             else:
                 dropped.append(dc)
     return Plan(tuple(targets), mode, failover, remote_failovers, tuple(dropped))
+
+
+class PlanCache:
+    """``plan`` memoized per ring segment, write flag and level (see the module doc)."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        #: Every ring token of every rack, sorted: owners change only at these.
+        self._bounds = sorted({t for ring in topology.all_rings for t in ring.tokens})
+        self._plans: dict[tuple[int, bool, Consistency], Plan] = {}
+
+    def plan(
+        self, token: int, *, write: bool, level: Consistency, is_up: Callable[[str], bool]
+    ) -> Plan:
+        """``plan(self.topology, token, ...)``, computed once per segment until ``clear``."""
+        segment = bisect.bisect_left(self._bounds, token)
+        if segment == len(self._bounds):
+            segment = 0  # past the last token: the ring wraps to the first owner
+        key = (segment, write, level)
+        found = self._plans.get(key)
+        if found is None:
+            found = plan(self.topology, token, write=write, level=level, is_up=is_up)
+            self._plans[key] = found
+        return found
+
+    def clear(self) -> None:
+        """Forget every plan (a peer's reachability changed)."""
+        self._plans.clear()

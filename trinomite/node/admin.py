@@ -371,12 +371,8 @@ class NodeAdmin:
             if name in ("all", n, pool.peer.host)
         ]
         for peer in matched:
-            if action is PeerAction.DOWN:
-                peers.admin_down.add(peer)
-            elif action is PeerAction.UP:
-                peers.admin_down.discard(peer)
-            else:
-                peers.admin_down.discard(peer)
+            peers.set_admin_down(peer, action is PeerAction.DOWN)
+            if action is PeerAction.RESET:
                 for link in peers.pools[peer].connections:
                     link.reset()
             self.events.publish(f"peer_{action.value}", peer=peer, by="admin")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import attrs
 
 from ..cluster.quorum import EachQuorum, QuorumDecision
-from ..cluster.routing import Mode, Target, plan
+from ..cluster.routing import Mode, PlanCache, Target
 from ..config.model import Consistency, NodeConfig
 from ..errors import NodeError, redis_error
 from ..protocol import replies as r
@@ -214,12 +214,21 @@ class Coordinator:
         config: NodeConfig,
         counters: ClusterCounters,
     ) -> None:
-        self.topology = topology
+        self._plans = PlanCache(topology)
+        self._plans_generation = peers.generation
         self.local = local
         self.peers = peers
         self.counters = counters
         self.timeout = config.timeout / 1000
         self._swallow = Swallow(counters)
+
+    @property
+    def topology(self) -> Topology:
+        return self._plans.topology
+
+    @topology.setter
+    def topology(self, topology: Topology) -> None:
+        self._plans = PlanCache(topology)
 
     # -- entry points --------------------------------------------------------
 
@@ -300,7 +309,11 @@ class Coordinator:
         if token < 0:  # an empty hashed key: the local node only, as Dynomite
             self._local(session, raw, sink, now, write)
             return
-        chosen = plan(self.topology, token, write=write, level=level, is_up=self.peers.is_up)
+        peers = self.peers
+        if peers.generation != self._plans_generation:
+            self._plans.clear()  # a peer went up or down: plans route differently now
+            self._plans_generation = peers.generation
+        chosen = self._plans.plan(token, write=write, level=level, is_up=peers.is_up)
         counters = self.counters
         counters.read_failover_requests += chosen.failover
         counters.remote_peer_failover_requests += chosen.remote_failovers

@@ -263,6 +263,8 @@ class PeerPools:
         self._changed = trio.Event()
         #: Peers an operator marked down (REST /peer/down): routed around.
         self.admin_down: set[str] = set()
+        #: Bumped whenever ``is_up`` may answer differently (for plan caches).
+        self.generation = 0
         #: Called with (peer name, up) when a peer becomes reachable or not.
         self.on_peer_change: Callable[[str, bool], None] | None = None
         self._was_up: dict[str, bool] = {}
@@ -293,6 +295,7 @@ class PeerPools:
                 connection.on_state_change = self._state_changed
 
     def _state_changed(self, connection: Link) -> None:
+        self.generation += 1
         self._changed.set()
         self._changed = trio.Event()
         assert isinstance(connection, PeerConnection)
@@ -309,6 +312,14 @@ class PeerPools:
 
     def __getitem__(self, name: str) -> PeerPool:
         return self.pools[name]
+
+    def set_admin_down(self, name: str, down: bool) -> None:
+        """An operator's REST /peer/down (True) or /peer/up (False)."""
+        if down:
+            self.admin_down.add(name)
+        else:
+            self.admin_down.discard(name)
+        self.generation += 1
 
     def is_up(self, name: str) -> bool:
         return self.pools[name].up and name not in self.admin_down
