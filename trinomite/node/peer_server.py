@@ -2,15 +2,21 @@
 
 Theory of operation
 -------------------
-Other nodes connect to ``dyn_listen`` and send Dynomite dnode frames.  Each
-connection is served by one task, in rounds, like a client connection::
+Other nodes connect to ``dyn_listen`` and send Dynomite dnode frames.  One
+peer connection carries the replicated requests of *every* client of the
+node at the other end, so it is pipelined: a reader task keeps reading
+while earlier rounds are still being answered, and a writer task sends the
+answered rounds' RES frames, in order::
 
-    receive_some -> FrameParser -> for each frame:
+    reader: receive_some -> FrameParser -> a round per read; for each frame:
         REQ          -> this node's datastore, through the node-state gate
         REQ_FORWARD  -> this node's datastore, and re-sent to the owner in
                         every other rack of this DC (Coordinator.handle_forward)
         GOSSIP_*, CRYPTO_HANDSHAKE, ... -> accepted, no reply (as Dynomite)
-    wait once for the round's replies -> one send_all of RES frames, in order
+    writer: every complete round at the head of the queue -> one send_all
+
+At most ``MAX_ROUNDS_IN_FLIGHT`` rounds per connection are unanswered; the
+reader waits for the writer beyond that, which is the link's backpressure.
 
 Each reply frame echoes the request's message id and ``same_dc``.  A
 request frame's payload must be exactly one well-formed Redis request: the
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 
 import attrs
@@ -34,7 +41,7 @@ from ..protocol.commands import lookup
 from ..protocol.peer import Frame, FrameParser, MessageType, encode_frame
 from ..protocol.requests import parse_one
 from .coordinator import Coordinator
-from .slots import Batch, Slot
+from .slots import Parker, Slot, SlotGroup
 from .sockets import LeanSocketStream, accept_forever
 from .state import StateGate
 
@@ -43,6 +50,8 @@ __all__ = ["PeerServerCounters", "serve_peers"]
 log = logging.getLogger("trinomite.peer_server")
 
 RECEIVE_SIZE = 256 * 1024
+#: Rounds (reads of request frames) a peer connection may have unanswered.
+MAX_ROUNDS_IN_FLIGHT = 64
 _REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
 _NOT_ONE_REQUEST = r.error("ERR Protocol error: peer frame payload is not one request")
 
@@ -54,6 +63,31 @@ class PeerServerCounters:
     dnode_client_connections: int = 0
     dnode_client_eof: int = 0
     dnode_client_err: int = 0
+
+
+class _Round(SlotGroup):
+    """The request frames of one read, and their replies once all are in."""
+
+    __slots__ = ("answers", "handler")
+
+    def __init__(self, handler: PeerConnectionHandler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.answers: list[tuple[int, bool, Slot]] = []
+
+    def slot(self, msg_id: int, same_dc: bool) -> Slot:
+        slot = self.new_slot()
+        self.answers.append((msg_id, same_dc, slot))
+        return slot
+
+    def completed(self) -> None:
+        self.handler.round_done()
+
+    def reply_frames(self) -> bytes:
+        return b"".join(
+            encode_frame(msg_id, MessageType.RES, slot.reply or b"", same_dc=same_dc)
+            for msg_id, same_dc, slot in self.answers
+        )
 
 
 class PeerConnectionHandler:
@@ -71,6 +105,10 @@ class PeerConnectionHandler:
         self.counters = counters
         self.timeout = timeout
         self.name = stream.peer_name()
+        #: Rounds read and not yet written back, oldest first.
+        self._rounds: deque[_Round] = deque()
+        self._writer = Parker()  # the writer waits for the head round
+        self._space = Parker()  # the reader waits for rounds to be written
 
     async def run(self) -> None:
         counters = self.counters
@@ -88,9 +126,21 @@ class PeerConnectionHandler:
                 await trio.aclose_forcefully(self.stream)
 
     async def _serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_replies)
+            await self._read_requests()
+            # EOF or a framing error: answer what was read, then close.
+            while self._rounds:
+                await self._space.park()
+            nursery.cancel_scope.cancel()
+
+    async def _read_requests(self) -> None:
         parser = FrameParser()
         stream = self.stream
+        rounds = self._rounds
         while True:
+            while len(rounds) >= MAX_ROUNDS_IN_FLIGHT:
+                await self._space.park()
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
                 self.counters.dnode_client_eof += 1
@@ -98,22 +148,20 @@ class PeerConnectionHandler:
             parser.feed(data)
             frames = parser.frames()
             if frames:
-                await self._answer(frames)
+                self._start_round(frames)
             if parser.error is not None:
                 self.counters.dnode_client_err += 1
                 log.warning("peer %s: %s; closing", self.name, parser.error.message)
                 return
 
-    async def _answer(self, frames: list[Frame]) -> None:
-        batch = Batch()
-        answers: list[tuple[int, bool, Slot]] = []
+    def _start_round(self, frames: list[Frame]) -> None:
+        answers = _Round(self)
         now = trio.current_time()
         for frame in frames:
             kind = frame.type
             if kind not in _REQUESTS:
                 continue
-            slot = batch.slot()
-            answers.append((frame.msg_id, frame.same_dc, slot))
+            slot = answers.slot(frame.msg_id, frame.same_dc)
             payload = frame.payload
             args = parse_one(payload)
             protocol = 3 if frame.resp3 else 2
@@ -125,14 +173,24 @@ class PeerConnectionHandler:
                 self.local.send(0, protocol, payload, slot, now + self.timeout, write)
             else:
                 self.coordinator.handle_forward(args, payload, protocol, slot, now)
-        await batch.wait()
-        if answers:
-            await self.stream.send_all(
-                b"".join(
-                    encode_frame(msg_id, MessageType.RES, slot.reply or b"", same_dc=same_dc)
-                    for msg_id, same_dc, slot in answers
-                )
-            )
+        if answers.answers:
+            self._rounds.append(answers)
+            answers.seal()
+
+    def round_done(self) -> None:
+        self._writer.unpark()
+
+    async def _write_replies(self) -> None:
+        rounds = self._rounds
+        while True:
+            if not rounds or not rounds[0].complete:
+                await self._writer.park()
+                continue
+            ready = []
+            while rounds and rounds[0].complete:
+                ready.append(rounds.popleft().reply_frames())
+            self._space.unpark()
+            await self.stream.send_all(b"".join(ready))
 
 
 async def serve_peers(

@@ -17,8 +17,9 @@ a newer reply never got one and are failed (``mismatches``).
 
 **A timeout fails only that request** (Dynomite closes the whole connection
 and fails everything on it).  The watchdog keeps a heap of deadlines,
-checked at most every ``DEADLINE_TICK``; an expired request's sink gets ``-ERR Peer: Connection timed out`` while its
-FIFO entry stays, so the late reply, when it comes, is matched and dropped.
+checked at most every ``DEADLINE_TICK``; an expired request's sink gets
+``-ERR Peer: Connection timed out`` while its FIFO entry stays, so the late
+reply, when it comes, is matched and dropped.
 If the oldest request is still unanswered a whole timeout after its own
 deadline, the peer is not answering at all: the connection is replaced.
 

@@ -1,31 +1,29 @@
-"""Reply slots: how a reply produced by one task reaches the connection that asked.
+"""Reply slots: how a reply produced by one task reaches whoever asked for it.
 
 Theory of operation
 -------------------
-A connection task (an inbound peer link) parses a batch of requests, hands
-each one to a datastore or peer connection, and then waits once for the
-whole batch::
+A connection hands each request to a datastore or peer connection with a
+*slot*; the task that reads the reply fills it, and the slot's owner is told
+when all of its slots are filled::
 
-    peer connection task             datastore reader task
-    --------------------             ---------------------
-    batch = Batch(n)
-    conn.submit(raw, batch.slot(i)) ---> in-flight FIFO
-    await batch.wait()                   reply framed -> slot.set(reply)
-      (parked, no polling)               last slot filled -> wake the task
-    write replies in request order
+    client or peer connection            datastore / peer reader task
+    -------------------------            ----------------------------
+    gather = Gather(sink)
+    conn.submit(raw, gather.slot()) ---> in-flight FIFO
+    gather.seal()                        reply framed -> slot.set(reply)
+                                         last slot filled -> sink.set(all, in order)
 
-This is the one "result slot" pattern the style guide allows: both tasks
-live in the node's nursery, and the slot is filled exactly once (a late
-duplicate is ignored).  It avoids a task, a channel and an Event per
-request, which is what keeps the per-request cost low.
+Nothing waits in between: no task, channel or Event per request, which is
+what keeps the per-request cost low.  A slot is filled exactly once (a late
+duplicate is ignored).  ``Gather`` joins a client batch's replies for its
+connection; the peer server's rounds count their slots the same way.
 
-Client connections are not tasks (see ``client``), so they use ``Gather``
-instead of ``Batch``: the same counting, but the last reply triggers a
-callback (the joined replies go to one sink) instead of waking a task.
+If a connection closes with slots outstanding, they stay in the connection
+FIFOs and are filled later and dropped; FIFO alignment with the datastore
+is never disturbed.
 
-If a waiting task is cancelled, or a client closes, its slots stay in the
-connection FIFOs and are simply filled later and dropped; FIFO alignment
-with the datastore is never disturbed.
+``Parker`` lets a service task (a link's writer, a state gate's expiry
+loop) sleep until another task has work for it.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["Batch", "Gather", "Parker", "ReplySink", "Slot", "SlotOwner"]
+__all__ = ["Gather", "Parker", "ReplySink", "Slot", "SlotGroup", "SlotOwner"]
 
 
 class ReplySink(Protocol):
@@ -87,69 +85,62 @@ class _Sleeper:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
 
-class Batch(_Sleeper):
-    """Counts outstanding slots and wakes the waiting task when all are filled."""
+class SlotGroup:
+    """Counts a group's slots; ``completed()`` runs once it is sealed and all are filled."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "sealed")
 
     def __init__(self) -> None:
-        super().__init__()
         self.pending = 0
+        self.sealed = False
 
-    def slot(self) -> Slot:
+    def new_slot(self) -> Slot:
         self.pending += 1
         return Slot(self)
 
     def one_done(self) -> None:
         self.pending -= 1
+        if self.pending == 0 and self.sealed:
+            self.completed()
+
+    def seal(self) -> None:
+        """No more slots will be added (``completed()`` may run right here)."""
+        self.sealed = True
         if self.pending == 0:
-            self._wake()
+            self.completed()
 
-    async def wait(self) -> None:
-        """Return once every slot handed out has been filled."""
-        if self.pending == 0:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._sleep()
+    @property
+    def complete(self) -> bool:
+        return self.sealed and self.pending == 0
+
+    def completed(self) -> None:
+        raise NotImplementedError
 
 
-class Gather:
+class Gather(SlotGroup):
     """A batch's replies in request order, joined and handed to one sink when complete.
 
     Parts are added in request order: replies known at once with ``add``,
-    replies to come with ``slot()``.  ``seal()`` ends the batch; the sink
-    gets its one ``set`` call when the batch is sealed and every slot is
-    filled, which may be inside ``seal()`` itself.
+    replies to come with ``slot()``.  The sink gets its one ``set`` call when
+    the batch is sealed and every slot is filled.
     """
 
-    __slots__ = ("parts", "pending", "sealed", "sink")
+    __slots__ = ("parts", "sink")
 
     def __init__(self, sink: ReplySink) -> None:
+        super().__init__()
         self.sink = sink
         self.parts: list[bytes | Slot] = []
-        self.pending = 0
-        self.sealed = False
 
     def add(self, reply: bytes) -> None:
         self.parts.append(reply)
 
     def slot(self) -> Slot:
-        self.pending += 1
-        slot = Slot(self)
+        slot = self.new_slot()
         self.parts.append(slot)
         return slot
 
-    def one_done(self) -> None:
-        self.pending -= 1
-        if self.pending == 0 and self.sealed:
-            self._finish()
-
-    def seal(self) -> None:
-        self.sealed = True
-        if self.pending == 0:
-            self._finish()
-
-    def _finish(self) -> None:
+    def completed(self) -> None:
         parts = self.parts
         self.parts = []
         self.sink.set(b"".join([p if isinstance(p, bytes) else p.reply or b"" for p in parts]))
