@@ -78,6 +78,9 @@ class Plan:
     remote_failovers: int = 0
     #: Remote DCs with no reachable owner: the write is lost there.
     dropped_dcs: tuple[str, ...] = ()
+    #: DC_ONE with this node as the counted target (always ``targets[0]``):
+    #: the client's reply is the local datastore's alone.
+    local_one: bool = False
 
     @property
     def counted(self) -> int:
@@ -145,7 +148,8 @@ def plan(
                     break
             else:
                 dropped.append(dc)
-    return Plan(tuple(targets), mode, failover, remote_failovers, tuple(dropped))
+    local_one = mode is Mode.ONE and targets[0].peer.local
+    return Plan(tuple(targets), mode, failover, remote_failovers, tuple(dropped), local_one)
 
 
 class PlanCache:

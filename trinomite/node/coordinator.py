@@ -31,19 +31,20 @@ from __future__ import annotations
 
 import attrs
 
+from ..admin.api import NodeState
 from ..cluster.quorum import EachQuorum, QuorumDecision
-from ..cluster.routing import Mode, PlanCache, Target
+from ..cluster.routing import Mode, Plan, PlanCache, Target
 from ..config.model import Consistency, NodeConfig
 from ..errors import NodeError, redis_error
 from ..protocol import replies as r
-from ..protocol.commands import COMMANDS, CommandSpec, Route, extract_keys
+from ..protocol.commands import BY_BYTES, COMMANDS, CommandSpec, Route, extract_keys, lookup
 from ..protocol.peer import FLAG_RESP3, MessageType
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from ..protocol.requests import encode_command
-from ..ring.topology import Topology
+from ..ring.topology import LOCAL_TOKEN, Topology
 from .local import Session
 from .peers import PeerPools
-from .slots import ReplySink
+from .slots import Gather, ReplySink
 from .state import StateGate
 
 __all__ = ["ClusterCounters", "Coordinator"]
@@ -232,6 +233,32 @@ class Coordinator:
 
     # -- entry points --------------------------------------------------------
 
+    def route_run(
+        self, session: Session, run: list[list[bytes]], gather: Gather, now: float
+    ) -> None:
+        """Route consecutive validated requests, their replies into ``gather`` in order.
+
+        Requests whose client reply is the local datastore's alone (DC_ONE
+        with this node as the own-rack owner, key-less and local commands)
+        travel to it together, as one run with one slot, while their other
+        legs go out one by one as usual.  Other requests go through ``route``.
+        """
+        grouping = self.local.state is NodeState.NORMAL  # else the gate sees each one
+        group: list[bytes] = []
+        for args in run:
+            spec = BY_BYTES.get(args[0]) or lookup(args[0])
+            assert spec is not None
+            raw = self._answered_locally(session, spec, args, now) if grouping else None
+            if raw is not None:
+                group.append(raw)
+                continue
+            if group:
+                self._local_run(session, group, gather.slot(), now)
+                group = []
+            self.route(session, spec, args, gather.slot(), now)
+        if group:
+            self._local_run(session, group, gather.slot(), now)
+
     def route(
         self, session: Session, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float
     ) -> None:
@@ -271,6 +298,44 @@ class Coordinator:
         raw = encode_command(args)
         self.replicate(session, topology.token(keys[0]), raw, write, level, sink, now)
 
+    def _answered_locally(
+        self, session: Session, spec: CommandSpec, args: list[bytes], now: float
+    ) -> bytes | None:
+        """The request's bytes if its client reply is the local datastore's alone.
+
+        Its other legs (uncounted copies to other racks and DCs) are sent here;
+        the caller sends the returned bytes to the local datastore.
+        """
+        route = spec.route
+        if route is Route.LOCAL:
+            return encode_command(args)
+        if route is not Route.KEY and route is not Route.RACK:
+            return None
+        keys = extract_keys(spec, args)
+        token = self.topology.token(keys[0]) if keys else LOCAL_TOKEN
+        if token < 0:
+            return encode_command(args)  # key-less or an empty hashed key: local, as route()
+        write = spec.is_write(args)
+        if route is Route.RACK:
+            level = Consistency.DC_ONE
+        else:
+            level = session.write_consistency if write else session.read_consistency
+        if level is not Consistency.DC_ONE:
+            return None
+        chosen = self._plan(token, write, level)
+        if not chosen.local_one:
+            return None
+        self._account(chosen)
+        raw = encode_command(args)
+        for target in chosen.targets[1:]:
+            self._send(session, target, raw, self._swallow, write, now)
+        return raw
+
+    def _local_run(self, session: Session, group: list[bytes], sink: ReplySink, now: float) -> None:
+        raw = b"".join(group)
+        deadline = now + self.timeout
+        self.local.pool.send(session.id, session.protocol, raw, len(group), sink, deadline)
+
     def handle_forward(
         self, args: list[bytes], raw: bytes, protocol: int, sink: ReplySink, now: float
     ) -> None:
@@ -309,15 +374,9 @@ class Coordinator:
         if token < 0:  # an empty hashed key: the local node only, as Dynomite
             self._local(session, raw, sink, now, write)
             return
-        peers = self.peers
-        if peers.generation != self._plans_generation:
-            self._plans.clear()  # a peer went up or down: plans route differently now
-            self._plans_generation = peers.generation
-        chosen = self._plans.plan(token, write=write, level=level, is_up=peers.is_up)
+        chosen = self._plan(token, write, level)
+        self._account(chosen)
         counters = self.counters
-        counters.read_failover_requests += chosen.failover
-        counters.remote_peer_failover_requests += chosen.remote_failovers
-        counters.remote_peer_dropped_requests += len(chosen.dropped_dcs)
         mode = chosen.mode
         if mode is Mode.ONE:
             for target in chosen.targets:
@@ -336,6 +395,19 @@ class Coordinator:
             self._send(
                 session, target, raw, collector if target.counted else self._swallow, write, now
             )
+
+    def _plan(self, token: int, write: bool, level: Consistency) -> Plan:
+        peers = self.peers
+        if peers.generation != self._plans_generation:
+            self._plans.clear()  # a peer went up or down: plans route differently now
+            self._plans_generation = peers.generation
+        return self._plans.plan(token, write=write, level=level, is_up=peers.is_up)
+
+    def _account(self, chosen: Plan) -> None:
+        counters = self.counters
+        counters.read_failover_requests += chosen.failover
+        counters.remote_peer_failover_requests += chosen.remote_failovers
+        counters.remote_peer_dropped_requests += len(chosen.dropped_dcs)
 
     def _scatter(
         self,

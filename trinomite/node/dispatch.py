@@ -154,12 +154,7 @@ class Dispatcher:
             raw = b"".join(map(encode_command, run))
             self.pool.send(session.id, session.protocol, raw, len(run), gather.slot(), deadline)
             return
-        coordinator = self.coordinator
-        now = deadline - self.timeout
-        for args in run:
-            spec = BY_BYTES.get(args[0]) or lookup(args[0])
-            assert spec is not None
-            coordinator.route(session, spec, args, gather.slot(), now)
+        self.coordinator.route_run(session, run, gather, deadline - self.timeout)
 
     @staticmethod
     def _reject_unknown(args: list[bytes]) -> bytes:

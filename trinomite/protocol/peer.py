@@ -140,7 +140,7 @@ def _copy(buf: bytearray, start: int, stop: int) -> bytes:
         return bytes(view[start:stop])
 
 
-@attrs.frozen
+@attrs.define
 class Frame:
     """One decoded peer message."""
 
