@@ -28,6 +28,7 @@ loop) sleep until another task has work for it.
 
 from __future__ import annotations
 
+import abc
 from typing import Protocol
 
 import trio
@@ -85,7 +86,7 @@ class _Sleeper:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
 
-class SlotGroup:
+class SlotGroup(abc.ABC):
     """Counts a group's slots; ``completed()`` runs once it is sealed and all are filled."""
 
     __slots__ = ("pending", "sealed")
@@ -113,8 +114,9 @@ class SlotGroup:
     def complete(self) -> bool:
         return self.sealed and self.pending == 0
 
+    @abc.abstractmethod
     def completed(self) -> None:
-        raise NotImplementedError
+        """Every slot is filled and the group is sealed (called once)."""
 
 
 class Gather(SlotGroup):
