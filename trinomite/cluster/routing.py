@@ -81,10 +81,12 @@ class Plan:
     #: DC_ONE with this node as the counted target (always ``targets[0]``):
     #: the client's reply is the local datastore's alone.
     local_one: bool = False
+    #: How many targets are counted (precomputed: plans are cached and reused).
+    counted_replies: int = 0
 
     @property
     def counted(self) -> int:
-        return sum(1 for t in self.targets if t.counted)
+        return self.counted_replies
 
     def counted_per_dc(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -149,7 +151,10 @@ def plan(
             else:
                 dropped.append(dc)
     local_one = mode is Mode.ONE and targets[0].peer.local
-    return Plan(tuple(targets), mode, failover, remote_failovers, tuple(dropped), local_one)
+    counted_replies = sum(1 for t in targets if t.counted)
+    return Plan(
+        tuple(targets), mode, failover, remote_failovers, tuple(dropped), local_one, counted_replies
+    )
 
 
 class PlanCache:

@@ -217,6 +217,8 @@ class Coordinator:
     ) -> None:
         self._plans = PlanCache(topology)
         self._plans_generation = peers.generation
+        self._last_key: bytes | None = None  # see _key_token
+        self._last_token = LOCAL_TOKEN
         self.local = local
         self.peers = peers
         self.counters = counters
@@ -230,6 +232,7 @@ class Coordinator:
     @topology.setter
     def topology(self, topology: Topology) -> None:
         self._plans = PlanCache(topology)
+        self._last_key = None
 
     # -- entry points --------------------------------------------------------
 
@@ -296,7 +299,7 @@ class Coordinator:
             if session.protocol == 3:
                 sink = SetHeader(sink)
         raw = encode_command(args)
-        self.replicate(session, topology.token(keys[0]), raw, write, level, sink, now)
+        self.replicate(session, self._key_token(keys[0]), raw, write, level, sink, now)
 
     def _answered_locally(
         self, session: Session, spec: CommandSpec, args: list[bytes], now: float
@@ -311,18 +314,16 @@ class Coordinator:
             return encode_command(args)
         if route is not Route.KEY and route is not Route.RACK:
             return None
+        write = spec.is_write(args)
+        if route is not Route.RACK:
+            level = session.write_consistency if write else session.read_consistency
+            if level is not Consistency.DC_ONE:
+                return None  # checked first: route() will hash the key itself
         keys = extract_keys(spec, args)
-        token = self.topology.token(keys[0]) if keys else LOCAL_TOKEN
+        token = self._key_token(keys[0]) if keys else LOCAL_TOKEN
         if token < 0:
             return encode_command(args)  # key-less or an empty hashed key: local, as route()
-        write = spec.is_write(args)
-        if route is Route.RACK:
-            level = Consistency.DC_ONE
-        else:
-            level = session.write_consistency if write else session.read_consistency
-        if level is not Consistency.DC_ONE:
-            return None
-        chosen = self._plan(token, write, level)
+        chosen = self._plan(token, write, Consistency.DC_ONE)
         if not chosen.local_one:
             return None
         self._account(chosen)
@@ -330,6 +331,17 @@ class Coordinator:
         for target in chosen.targets[1:]:
             self._send(session, target, raw, self._swallow, write, now)
         return raw
+
+    def _key_token(self, key: bytes) -> int:
+        """``topology.token(key)``, remembered for the last key object hashed.
+
+        A request that ``_answered_locally`` turns down goes on to ``route``,
+        which needs the same key's token: the hash is computed once.
+        """
+        if key is not self._last_key:
+            self._last_key = key
+            self._last_token = self.topology.token(key)
+        return self._last_token
 
     def _local_run(self, session: Session, group: list[bytes], sink: ReplySink, now: float) -> None:
         raw = b"".join(group)
