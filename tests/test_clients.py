@@ -10,6 +10,7 @@ keep getting correct replies.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -183,3 +184,34 @@ async def test_delimited_runs_are_byte_exact_for_big_and_tricky_replies(
             got = await proxied.pipeline(encode_all(queries), len(queries))
             assert got == want
             assert [await proxied.call(*q) for q in queries] == want
+
+
+async def test_a_leaked_run_delimiter_cannot_split_a_later_run(
+    node: Node, redis_backend: RedisServer
+) -> None:
+    """Each run gets a fresh ECHO token, so one read from redis's slow log is useless.
+
+    With ``slowlog-log-slower-than 0`` every command, the node's ECHO
+    delimiters included, is logged where a client could read it (a script can
+    call SLOWLOG).  A value holding a logged token's echo must come back
+    whole, with every other reply in its place.
+    """
+    with trio.fail_after(20):
+        async with (
+            await RawClient.connect(redis_backend.host, redis_backend.port) as admin,
+            await RawClient.to_node(node) as client,
+        ):
+            assert await admin.call("CONFIG", "SET", "slowlog-log-slower-than", "0") == b"+OK\r\n"
+            assert await admin.call("SLOWLOG", "RESET") == b"+OK\r\n"
+            for i in range(3):
+                assert await client.call("SET", f"s{i}", i) == b"+OK\r\n"
+            log = await admin.call("SLOWLOG", "GET", "100")
+            tokens = set(re.findall(rb"\$4\r\nECHO\r\n\$32\r\n([0-9a-f]{32})\r\n", log))
+            assert len(tokens) >= 3  # one per run (and one per connect), all different
+            for token in tokens:
+                forged = b"$32\r\n" + token + b"\r\n"
+                assert await client.call("SET", "forged", b"x" + forged + b"y") == b"+OK\r\n"
+                replies = await client.pipeline(
+                    encode_all([("GET", "forged"), ("GET", "s1"), ("PING",)]), 3
+                )
+                assert replies == [bulk(b"x" + forged + b"y"), bulk(1), b"+PONG\r\n"]

@@ -34,12 +34,12 @@ groups of ``datastore_connections`` connections: RESP2 ones and RESP3 ones
 Delimited runs.  Framing replies one by one in Python costs about a
 microsecond each, and an aggregate costs that per element.  So, in front of
 a real Redis, every run is followed on the wire by ``ECHO <token>``, where
-the token is 128 random bits this connection never reveals: the run's
-replies are then everything before the token's echo, found with one C-level
-search (``ReplyFramer.take_until``) whatever their number and size.  A
-client cannot forge the echo without the token, and no command a client
-can send reveals it (ECHO, CLIENT, MONITOR and SLOWLOG never reach the
-datastore).  ECHO works while Redis loads data or serves stale data.  The
+the token is 128 fresh random bits per run: the run's replies are then
+everything before the token's echo, found with one C-level search
+(``ReplyFramer.take_until``) whatever their number and size.  A client
+cannot forge the echo: the token is unknown until the run is sent, and one
+that leaks afterwards (a slow log read from a script) is never used again.
+ECHO works while Redis loads data or serves stale data.  The
 connect handshake checks the echo, so a datastore that refuses ECHO (an ACL,
 a password) fails the connection with its own error message.  The
 embedded store, which runs in this process, gets no delimiters: for it an
@@ -59,7 +59,6 @@ import trio
 from ..config.model import DatastoreSpec, HostPort, NodeConfig, UnixPath
 from ..errors import NodeError, redis_error
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
-from ..protocol.requests import encode_command
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
 from .links import Connector, ConnState, Link, LinkFailed
@@ -73,6 +72,9 @@ log = logging.getLogger("trinomite.datastore")
 RECEIVE_SIZE = 256 * 1024
 _REFUSED = redis_error(NodeError.STORAGE_CONNECTION_REFUSE)
 _HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
+#: A run delimiter: ``ECHO`` with a 32-hex-digit token, and its bulk reply.
+_ECHO_HEADER = b"*2\r\n$4\r\nECHO\r\n$32\r\n"
+_TOKEN_HEADER = b"$32\r\n"
 
 
 class DatastoreConnection(Link):
@@ -103,11 +105,11 @@ class DatastoreConnection(Link):
         self._max_bulk_len = max_bulk_len
         #: Whether each run is followed by ``ECHO <token>`` (see the module doc).
         self.delimited = delimited
-        token = secrets.token_hex(16).encode()
-        self._delimiter_request = encode_command([b"ECHO", token])
-        self._delimiter = b"$%d\r\n%s\r\n" % (len(token), token)
-        # (sink, number of replies it takes, deadline), in send order.
-        self._inflight: deque[tuple[ReplySink, int, float]] = deque()
+        self._entropy = b""  # random bytes, drawn 16 at a time for tokens
+        self._entropy_at = 0
+        # (sink, number of replies it takes, deadline, delimiter reply or b""),
+        # in send order.
+        self._inflight: deque[tuple[ReplySink, int, float, bytes]] = deque()
         #: Round-trip time to the datastore, microseconds: per read, the oldest
         #: request it answered, counted once per reply in it.
         self.latency = Histogram()
@@ -130,12 +132,23 @@ class DatastoreConnection(Link):
         if not self._enqueue(raw):
             self.dropped_requests += count
             return False
+        delimiter = b""
         if self.delimited:
-            self._outbox.append(self._delimiter_request)
-        self._inflight.append((sink, count, deadline))
+            request, delimiter = self._new_delimiter()
+            self._outbox.append(request)
+        self._inflight.append((sink, count, deadline, delimiter))
         self.requests += count
         self.request_bytes += len(raw)
         return True
+
+    def _new_delimiter(self) -> tuple[bytes, bytes]:
+        """A fresh ``ECHO <token>`` request and the exact reply it will get."""
+        at = self._entropy_at
+        if at + 16 > len(self._entropy):
+            self._entropy, at = secrets.token_bytes(4096), 0
+        self._entropy_at = at + 16
+        token = self._entropy[at : at + 16].hex().encode()
+        return _ECHO_HEADER + token + b"\r\n", _TOKEN_HEADER + token + b"\r\n"
 
     async def _handshake(self, stream: trio.abc.Stream) -> None:
         expected: list[bytes | None] = []  # None: any reply that is not an error
@@ -144,8 +157,9 @@ class DatastoreConnection(Link):
             request += _HELLO3
             expected.append(None)
         if self.delimited:
-            request += self._delimiter_request
-            expected.append(self._delimiter)
+            echo, echoed = self._new_delimiter()
+            request += echo
+            expected.append(echoed)
         if not request:
             await trio.lowlevel.checkpoint()
             return
@@ -173,13 +187,9 @@ class DatastoreConnection(Link):
             framer.feed(data)
             oldest = inflight[0][2]
             answered = 0
-            delimiter = self._delimiter if self.delimited else None
             while inflight:
-                sink, count, _ = inflight[0]
-                if delimiter is not None:
-                    replies = framer.take_until(delimiter)
-                else:
-                    replies = framer.take(count)
+                sink, count, _, delimiter = inflight[0]
+                replies = framer.take_until(delimiter) if delimiter else framer.take(count)
                 if replies is None:
                     break
                 inflight.popleft()
@@ -209,7 +219,7 @@ class DatastoreConnection(Link):
         reply = redis_error(error)
         inflight, self._inflight = self._inflight, deque()
         self._outbox = []
-        for sink, count, _ in inflight:
+        for sink, count, _, _ in inflight:
             if error is NodeError.STORAGE_TIMEOUT:
                 self.timedout_requests += count
             sink.set(reply * count)

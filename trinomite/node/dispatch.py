@@ -19,8 +19,8 @@ can never be reordered, whichever connection answers first.
 On a lone node, consecutive datastore-bound requests travel as one run, and
 a batch that is one run (the usual case) goes to the datastore as the
 client's own bytes with the client as the sink: no per-batch objects at
-all.  In a cluster each request goes to ``Coordinator.route`` (token
-owners, racks, DCs, quorum).
+all.  In a cluster a run goes to ``Coordinator.route_run`` (token owners,
+racks, DCs, quorum).
 """
 
 from __future__ import annotations
