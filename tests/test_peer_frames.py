@@ -19,6 +19,7 @@ from trinomite.protocol.peer import (
     MessageType,
     encode_frame,
     encode_header,
+    header_template,
 )
 
 VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
@@ -431,3 +432,20 @@ def test_damaged_streams_parse_the_same_however_split(stream, cuts):
     whole = _outcome(stream, [])
     assert _outcome(stream, sorted({min(c, len(stream)) for c in cuts})) == whole
     assert _outcome(stream, list(range(1, len(stream)))) == whole
+
+
+@pytest.mark.parametrize("kind", list(MessageType))
+@pytest.mark.parametrize("flags", [0, FLAG_RESP3])
+@pytest.mark.parametrize("same_dc", [False, True])
+def test_header_templates_build_the_same_frames(kind, flags, same_dc):
+    template = header_template(kind, same_dc=same_dc, flags=flags)
+    for msg_id, payload in [(0, b""), (1, b"+OK\r\n"), ((1 << 64) - 1, b"x" * 70000)]:
+        expected = encode_frame(msg_id, kind, payload, same_dc=same_dc, flags=flags)
+        assert template % (msg_id, len(payload)) + payload == expected
+
+
+def test_header_templates_check_their_fixed_fields():
+    with pytest.raises(ValueError, match="out of range"):
+        header_template(1000, same_dc=True)
+    with pytest.raises(ValueError, match="out of range"):
+        header_template(MessageType.REQ, same_dc=True, flags=256)

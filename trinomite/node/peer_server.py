@@ -38,7 +38,7 @@ import trio
 
 from ..protocol import replies as r
 from ..protocol.commands import lookup
-from ..protocol.peer import Frame, FrameParser, MessageType, encode_frame
+from ..protocol.peer import Frame, FrameParser, MessageType, header_template
 from ..protocol.requests import parse_one
 from .coordinator import Coordinator
 from .slots import Parker, Slot, SlotGroup
@@ -54,6 +54,8 @@ RECEIVE_SIZE = 256 * 1024
 MAX_ROUNDS_IN_FLIGHT = 64
 _REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
 _NOT_ONE_REQUEST = r.error("ERR Protocol error: peer frame payload is not one request")
+#: RES frame headers by ``same_dc`` (see ``header_template``).
+_RES_HEADERS = {dc: header_template(MessageType.RES, same_dc=dc) for dc in (False, True)}
 
 
 @attrs.define
@@ -84,10 +86,12 @@ class _Round(SlotGroup):
         self.handler.round_done()
 
     def reply_frames(self) -> bytes:
-        return b"".join(
-            encode_frame(msg_id, MessageType.RES, slot.reply or b"", same_dc=same_dc)
-            for msg_id, same_dc, slot in self.answers
-        )
+        parts = []
+        for msg_id, same_dc, slot in self.answers:
+            reply = slot.reply or b""
+            parts.append(_RES_HEADERS[same_dc] % (msg_id, len(reply)))
+            parts.append(reply)
+        return b"".join(parts)
 
 
 class PeerConnectionHandler:

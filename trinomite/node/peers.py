@@ -43,7 +43,7 @@ import trio
 
 from ..config.model import NodeConfig
 from ..errors import NodeError, redis_error
-from ..protocol.peer import FrameParser, MessageType, encode_frame
+from ..protocol.peer import FrameParser, MessageType, header_template
 from ..protocol.replies import ReplyProtocolError
 from ..ring.topology import PeerInfo
 from ..stats.histogram import Histogram
@@ -122,6 +122,8 @@ class PeerConnection(Link):
         self.response_bytes = 0
         self.dropped = 0
         self._ids = ids
+        #: Frame header templates by (message type, flags): see ``header_template``.
+        self._templates: dict[tuple[MessageType, int], bytes] = {}
         self._inflight: deque[_Pending] = deque()
         self._deadlines: list[tuple[float, int, _Pending]] = []
 
@@ -134,7 +136,11 @@ class PeerConnection(Link):
     ) -> bool:
         """Send one request; False (nothing sent) while the peer is unreachable."""
         msg_id = next(self._ids)
-        frame = encode_frame(msg_id, kind, payload, same_dc=self.same_dc, flags=flags)
+        template = self._templates.get((kind, flags))
+        if template is None:
+            template = header_template(kind, same_dc=self.same_dc, flags=flags)
+            self._templates[(kind, flags)] = template
+        frame = template % (msg_id, len(payload)) + payload
         if not self._enqueue(frame):
             self.dropped += 1
             return False

@@ -72,6 +72,7 @@ __all__ = [
     "MessageType",
     "encode_frame",
     "encode_header",
+    "header_template",
 ]
 
 
@@ -187,6 +188,18 @@ def encode_frame(
     types; other fields out of range raise ``ValueError``.
     """
     return _encode(msg_id, type, flags, version, same_dc, data, len(payload)) + payload
+
+
+def header_template(type: int, *, same_dc: bool, flags: int = 0) -> bytes:
+    """A frame header with the message id and payload length left as ``%d``.
+
+    ``header_template(...) % (msg_id, len(payload)) + payload`` equals
+    ``encode_frame(msg_id, type, payload, same_dc=same_dc, flags=flags)``;
+    hot paths build the template once and skip the per-frame checks (message
+    ids come from a counter and payload lengths from ``len``).
+    """
+    _encode(0, type, flags, 1, same_dc, b"d", 0)  # checks the fixed fields
+    return b"   $2014$ %%d %d %d 1 %d *1 d *%%d\r\n" % (type, flags, same_dc)
 
 
 def encode_header(
