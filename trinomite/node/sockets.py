@@ -84,22 +84,12 @@ class LeanSocketStream(trio.abc.Stream):
         else:
             await self._fairness()
             return data
-        return await self.receive_next(size)
+        return await self._receive_when_readable(size)
 
-    async def receive_next(self, max_bytes: int | None = None) -> bytes:
-        """``receive_some`` for a peer that is expected to be quiet right now.
-
-        A request/response client has, almost always, sent nothing new by
-        the time its replies are written: an immediate ``recv`` would only
-        fail with EAGAIN (a wasted system call and exception).  This waits
-        for readability first; if data was already there, the wait returns
-        at the scheduler's next I/O poll.
-        """
-        if self._closed:
-            raise trio.ClosedResourceError("stream is closed")
+    async def _receive_when_readable(self, size: int) -> bytes:
+        """Wait until the socket is readable, then ``recv`` (retrying a spurious wake)."""
         self._streak = 0
         sock = self.socket
-        size = max_bytes or RECEIVE_SIZE
         while True:
             await trio.lowlevel.wait_readable(sock)
             if self._closed:
