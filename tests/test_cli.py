@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from trinomite import cli
 from trinomite._version import __version__
 from trinomite.config import parse_config
 from trinomite.logs import LEVELS, NOTICE, PVERB, VERB, LogControl, python_level
+from trinomite.testing import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = ROOT / "conf" / "embedded_single.yml"
@@ -37,18 +37,13 @@ def invalid(tmp_path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def node_config_text() -> str:
+    client, peer, stats = free_ports(3)  # one batch: three distinct ports
     return (
         "dyn_o_mite:\n"
-        f"  listen: 127.0.0.1:{free_port()}\n"
-        f"  dyn_listen: 127.0.0.1:{free_port()}\n"
-        f"  stats_listen: 127.0.0.1:{free_port()}\n"
+        f"  listen: 127.0.0.1:{client}\n"
+        f"  dyn_listen: 127.0.0.1:{peer}\n"
+        f"  stats_listen: 127.0.0.1:{stats}\n"
         "  tokens: '0'\n"
         "  servers:\n"
         "  - embedded:1\n"

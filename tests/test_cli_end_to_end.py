@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from trinomite.testing import RedisServer, free_port
+from trinomite.testing import RedisServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +40,10 @@ dyn_o_mite:
 
 @pytest.fixture
 def node_process(tmp_path: Path, redis_backend: RedisServer) -> Iterator[int]:
-    port = free_port()
+    port, dyn, stats = free_ports(3)  # one batch: three distinct ports
     conf = tmp_path / "redis_single.yml"
     conf.write_text(
-        DYNOMITE_SINGLE.format(
-            port=port, dyn=free_port(), stats=free_port(), redis=redis_backend.port
-        )
+        DYNOMITE_SINGLE.format(port=port, dyn=dyn, stats=stats, redis=redis_backend.port)
     )
     log = tmp_path / "node.log"
     process = subprocess.Popen(

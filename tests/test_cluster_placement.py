@@ -13,7 +13,9 @@ commands must still put every key on its own owner in each rack.
 
 from __future__ import annotations
 
+import errno
 import random
+import socket
 from collections import Counter
 
 import pytest
@@ -166,14 +168,14 @@ async def test_reference_keys_land_where_dynomite_puts_them() -> None:
             await assert_placement(cluster, values)
 
 
-def test_cluster_ports_are_distinct() -> None:
-    """Every node and every redis-server of a layout needs ports of its own.
+def test_cluster_ports_are_distinct_and_held_until_start() -> None:
+    """Every node and redis-server of a layout gets ports of its own, held from the start.
 
-    ``_configs`` takes the nodes' ports from one ``free_ports`` batch, but each
-    ``RedisServer()`` then asks ``free_port()`` again, after that batch's
-    sockets are closed, so the kernel may hand a node's port to a redis-server
-    (about one 8-node start in a hundred fails with EADDRINUSE).  No process
-    is started here; the chosen ports show it.
+    Ports chosen and then released could be taken before a node binds them;
+    the likeliest taker is another node of the same cluster, whose outgoing
+    peer connects take ephemeral ports (about one 8-node start in a hundred
+    failed with EADDRINUSE that way).  So ``_configs`` keeps every node's
+    sockets bound until the node adopts them.  No process is started here.
     """
     members = _configs({"dc1": {"r1": 150}}, "redis", {})
     try:
@@ -183,7 +185,13 @@ def test_cluster_ports_are_distinct() -> None:
             for port in (m.client_port, m.peer_port, m.redis.port if m.redis else 0)
         )
         assert [port for port, uses in ports.items() if uses > 1] == []
+        for member in members[:10]:
+            for port in (member.client_port, member.peer_port):
+                with socket.socket() as other, pytest.raises(OSError, match="in use") as caught:
+                    other.bind(("127.0.0.1", port))
+                assert caught.value.errno == errno.EADDRINUSE
     finally:
         for member in members:
+            member.release()
             if member.redis is not None:
                 member.redis.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 import trio
 
 from tests.conftest import client_for, in_thread, node_config
-from trinomite import DatastoreSpec, HostPort, Node, open_node
+from trinomite import DatastoreSpec, HostPort, ListenSockets, Node, UnixPath, open_node
 from trinomite.protocol.replies import ReplyFramer
 from trinomite.protocol.requests import encode_command
 
@@ -179,7 +181,7 @@ async def test_pipeline_order_with_mixed_commands(node):
 
 async def test_inline_commands(node):
     raw = await Raw.connect(node)
-    await raw.send(b"SET greeting \"hello world\"\r\nGET greeting\r\nPING\n")
+    await raw.send(b'SET greeting "hello world"\r\nGET greeting\r\nPING\n')
     assert await raw.read(3) == b"+OK\r\n$11\r\nhello world\r\n+PONG\r\n"
     await raw.aclose()
 
@@ -268,8 +270,6 @@ async def test_scripting_and_redis_py_errors(redis_node):
 
 
 async def test_unix_socket_listener(tmp_path):
-    from trinomite import UnixPath
-
     path = str(tmp_path / "node.sock")
     config = node_config(DatastoreSpec.embedded(), listen=UnixPath(path))
     async with open_node(config) as node:
@@ -280,3 +280,70 @@ async def test_unix_socket_listener(tmp_path):
             return client.set("u", "1"), client.get("u")
 
         assert await in_thread(use) == (True, b"1")
+
+
+def _bound_socket(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+async def test_node_adopts_sockets_bound_by_the_embedder():
+    """Ports known before start (as seeds need them) are served, and closed on exit."""
+    client_sock, peer_sock = _bound_socket(), _bound_socket()
+    client_port, peer_port = client_sock.getsockname()[1], peer_sock.getsockname()[1]
+    config = node_config(
+        DatastoreSpec.embedded(),
+        listen=HostPort("127.0.0.1", client_port),
+        dyn_listen=HostPort("127.0.0.1", peer_port),
+    )
+    async with open_node(config, sockets=ListenSockets(client_sock, peer_sock)) as node:
+        assert node.client_address == HostPort("127.0.0.1", client_port)
+        assert node.peer_address == HostPort("127.0.0.1", peer_port)
+        client = client_for(node, protocol=2)
+        assert await in_thread(client.set, "adopted", "1") is True
+        assert await in_thread(client.get, "adopted") == b"1"
+    assert client_sock.fileno() == -1
+    assert peer_sock.fileno() == -1
+    # The ports are free again: a fresh socket can listen on them.
+    for port in (client_port, peer_port):
+        again = _bound_socket(port)
+        again.listen(1)
+        again.close()
+
+
+async def test_node_adopts_a_socket_for_port_zero():
+    sock = _bound_socket()
+    port = sock.getsockname()[1]
+    async with open_node(
+        node_config(DatastoreSpec.embedded()), sockets=ListenSockets(sock)
+    ) as node:
+        assert node.client_address == HostPort("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ("other-port", "is bound to 127.0.0.1:"),
+        ("other-host", "is bound to 127.0.0.1:"),
+        ("unbound", "is not bound"),
+        ("unix", "was given for listen"),
+    ],
+)
+async def test_node_refuses_a_socket_bound_elsewhere(listen, message):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if listen != "unbound":
+        sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    address = {
+        "other-port": HostPort("127.0.0.1", port + 1 if port < 65535 else port - 1),
+        "other-host": HostPort("127.0.0.2", port),
+        "unbound": HostPort("127.0.0.1", 0),
+        "unix": UnixPath("/nonexistent/node.sock"),
+    }[listen]
+    config = node_config(DatastoreSpec.embedded(), listen=address)
+    with pytest.raises(ValueError, match=message):
+        async with open_node(config, sockets=ListenSockets(sock)):
+            pass  # pragma: no cover - never started
+    assert sock.fileno() == -1  # the node owned it, even though it never started

@@ -16,6 +16,7 @@ from .config.model import DatastoreSpec as DatastoreSpec
 from .config.model import HostPort as HostPort
 from .config.model import NodeConfig as NodeConfig
 from .config.model import UnixPath as UnixPath
+from .node import ListenSockets as ListenSockets
 from .node import Node as Node
 from .node import open_node as open_node
 from .node import serve_node as serve_node
@@ -25,6 +26,7 @@ __all__ = [
     "Consistency",
     "DatastoreSpec",
     "HostPort",
+    "ListenSockets",
     "Node",
     "NodeConfig",
     "UnixPath",

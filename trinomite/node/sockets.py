@@ -21,7 +21,8 @@ cancellation and deadlines work as usual.  OS errors become
 ``trio.ClosedResourceError``, as with Trio's own streams.
 
 ``open_listeners`` binds listening sockets (TCP for each resolved address,
-or a unix path) and ``accept`` waits for a connection on one;
+or a unix path), ``adopt_listener`` takes over one an embedder bound, and
+``accept`` waits for a connection on one;
 ``connect_tcp``/``connect_unix`` open outgoing streams.
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -40,6 +42,8 @@ __all__ = [
     "LeanSocketStream",
     "accept",
     "accept_forever",
+    "adopt_listener",
+    "check_bound",
     "connect_tcp",
     "connect_unix",
     "open_tcp_listeners",
@@ -138,7 +142,6 @@ class LeanSocketStream(trio.abc.Stream):
     def peer_name(self) -> str:
         return peer_name(self.socket)
 
-
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
@@ -181,6 +184,40 @@ async def open_tcp_listeners(host: str, port: int, backlog: int) -> list[socket.
             sock.close()
         raise
     return listeners
+
+
+def check_bound(sock: socket.socket, host: str, port: int) -> None:
+    """Refuse a socket an embedder bound anywhere but the configured address.
+
+    ``host``/``port`` are the configured address; port 0 accepts any port.
+    A socket bound elsewhere would make the node serve on an address its
+    peers and seeds do not know.
+    """
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError("a listener must be a SOCK_STREAM socket")
+    bound_host, bound_port = sock.getsockname()[:2]
+    if bound_port == 0:
+        raise ValueError(f"the socket given for {host}:{port} is not bound")
+    if port not in (0, bound_port) or not _same_host(host, bound_host):
+        raise ValueError(
+            f"the socket given for {host}:{port} is bound to {bound_host}:{bound_port}"
+        )
+
+
+def adopt_listener(sock: socket.socket, backlog: int) -> socket.socket:
+    """Make a socket bound by an embedder (see ``check_bound``) listen."""
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _same_host(configured: str, bound: str) -> bool:
+    """False only when ``configured`` is a specific IP literal other than ``bound``."""
+    try:
+        address = ipaddress.ip_address(configured)
+    except ValueError:
+        return True  # a name or a wildcard: the embedder resolved it
+    return address.is_unspecified or address == ipaddress.ip_address(bound)
 
 
 def open_unix_listener(path: str, backlog: int) -> socket.socket:

@@ -16,7 +16,12 @@ Theory of operation
 
 ``task_status.started(node)`` is called only once the listeners are bound,
 so ``node.client_address`` is the real address (listen ports may be 0).
-``open_node`` is the ``async with`` form for embedding.
+``open_node`` is the ``async with`` form for embedding.  An embedder that
+must know every port before any node starts (a cluster whose seeds name
+each other's ports) binds the sockets itself and hands them over as
+``ListenSockets``; the node adopts them (listen, non-blocking, closed on
+exit) instead of binding ``listen``/``dyn_listen`` again, so no other
+process can take a port between choosing it and serving on it.
 
 Shutdown (``Node.shutdown``): close the listeners, mark the dispatcher
 draining (new requests are refused with a clear error), cancel every idle
@@ -48,18 +53,37 @@ from .dispatch import Dispatcher
 from .local import Session
 from .peer_server import PeerConnectionHandler, PeerServerCounters, serve_peers
 from .peers import PeerPools
-from .sockets import LeanSocketStream, open_tcp_listeners, open_unix_listener, peer_name
+from .sockets import (
+    LeanSocketStream,
+    adopt_listener,
+    check_bound,
+    open_tcp_listeners,
+    open_unix_listener,
+    peer_name,
+)
 from .state import StateGate
 
-__all__ = ["Node", "open_node", "serve_node"]
+__all__ = ["ListenSockets", "Node", "open_node", "serve_node"]
 
 log = logging.getLogger("trinomite.node")
+
+
+@attrs.frozen
+class ListenSockets:
+    """Bound TCP sockets a node adopts instead of binding ``listen``/``dyn_listen``.
+
+    Each must be bound to the configured address (any port when the
+    configured port is 0); the node makes it listen and closes it on exit.
+    """
+
+    client: socket.socket | None = None
+    peer: socket.socket | None = None
 
 
 class Node:
     """A running node.  Create it with ``serve_node`` or ``open_node``."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, sockets: ListenSockets | None = None) -> None:
         if config.data_store is not DataStore.REDIS:
             raise ValueError(
                 "data_store: 1 (memcached) is not supported yet; trinomite proxies Redis"
@@ -72,6 +96,8 @@ class Node:
                 "use secure_server_option: none on a trusted network"
             )
         self.config = config
+        self._given = sockets or ListenSockets()
+        _check_given(self._given, config)
         _warn_unbuilt(config)
         self.topology = _topology(config)
         self.pool = DatastorePool(config)
@@ -132,7 +158,8 @@ class Node:
             self._close_listeners()
 
     def _close_listeners(self) -> None:
-        for listener in self._listeners + self._peer_listeners:
+        given = [sock for sock in (self._given.client, self._given.peer) if sock is not None]
+        for listener in self._listeners + self._peer_listeners + given:
             if listener.fileno() != -1:
                 trio.lowlevel.notify_closing(listener)
                 listener.close()
@@ -158,8 +185,8 @@ class Node:
             log.info("node serving admin/stats on %s", self.admin_address)
             dyn_listen = self.config.dyn_listen
             if dyn_listen is not None:
-                self._peer_listeners = await open_tcp_listeners(
-                    dyn_listen.host, dyn_listen.port, self.config.backlog
+                self._peer_listeners = await _listen_on(
+                    dyn_listen, self._given.peer, self.config.backlog
                 )
                 bound = _bound_address(dyn_listen, self._peer_listeners[0])
                 assert isinstance(bound, HostPort)
@@ -171,7 +198,9 @@ class Node:
                 log.info("node listening for peers on %s", bound)
             await root.start(self.peers.run)
             await root.start(self.clients.run)
-            self._listeners = await _open_listeners(self.config)
+            self._listeners = await _listen_on(
+                self.config.listen, self._given.client, self.config.backlog
+            )
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
             await root.start(self._accept)
             log.info("node listening for clients on %s", self.client_address)
@@ -262,11 +291,26 @@ async def _hold_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         await trio.sleep_forever()
 
 
-async def _open_listeners(config: NodeConfig) -> list[socket.socket]:
-    address = config.listen
+def _check_given(sockets: ListenSockets, config: NodeConfig) -> None:
+    for sock, address, key in (
+        (sockets.client, config.listen, "listen"),
+        (sockets.peer, config.dyn_listen, "dyn_listen"),
+    ):
+        if sock is None:
+            continue
+        if not isinstance(address, HostPort):
+            raise ValueError(f"a bound TCP socket was given for {key}: {address or 'unset'}")
+        check_bound(sock, address.host, address.port)
+
+
+async def _listen_on(
+    address: HostPort | UnixPath, given: socket.socket | None, backlog: int
+) -> list[socket.socket]:
+    if given is not None:  # checked against the config by Node()
+        return [adopt_listener(given, backlog)]
     if isinstance(address, UnixPath):
-        return [open_unix_listener(address.path, config.backlog)]
-    return await open_tcp_listeners(address.host, address.port, config.backlog)
+        return [open_unix_listener(address.path, backlog)]
+    return await open_tcp_listeners(address.host, address.port, backlog)
 
 
 def _bound_address(configured: HostPort | UnixPath, listener: socket.socket) -> HostPort | UnixPath:
@@ -277,7 +321,10 @@ def _bound_address(configured: HostPort | UnixPath, listener: socket.socket) -> 
 
 
 async def serve_node(
-    config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+    config: NodeConfig,
+    *,
+    sockets: ListenSockets | None = None,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled or shut down; ``started(node)`` once listening.
 
@@ -286,19 +333,33 @@ async def serve_node(
     started).  Resource handling: every socket and task is closed when this
     returns.
     """
-    node = Node(config)
-    await node._run(task_status)
+    await _build(config, sockets)._run(task_status)
+
+
+def _build(config: NodeConfig, sockets: ListenSockets | None) -> Node:
+    """A node, or the config's error; given sockets are closed either way."""
+    try:
+        return Node(config, sockets)
+    except BaseException:
+        for sock in (sockets.client, sockets.peer) if sockets else ():
+            if sock is not None:
+                sock.close()
+        raise
 
 
 @asynccontextmanager
-async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+async def open_node(
+    config: NodeConfig, *, sockets: ListenSockets | None = None
+) -> AsyncIterator[Node]:
     """``async with open_node(cfg) as node:`` runs a node inside the caller's Trio program.
 
     Leaving the block shuts the node down immediately (no grace period);
-    call ``await node.shutdown()`` first for a graceful drain.
+    call ``await node.shutdown()`` first for a graceful drain.  A config the
+    node cannot run raises ``ValueError`` here, before anything starts.
     """
+    node = _build(config, sockets)
     async with trio.open_nursery() as nursery:
-        node: Node = await nursery.start(serve_node, config)
+        await nursery.start(node._run)
         try:
             yield node
         finally:

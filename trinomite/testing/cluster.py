@@ -16,6 +16,12 @@ their datastores to inject faults::
         await cluster.stop_datastore(node) # redis-server killed (redis only)
         await cluster.start_node(node)
 
+Ports: every node's client and peer sockets are bound (port 0) while the
+configs are built and handed to the nodes as ``ListenSockets``, so nothing
+(not even another node's outgoing peer connect, which takes an ephemeral
+port) can take a port between choosing it and serving on it.  A restarted
+node binds its old ports again, retrying for a bounded time.
+
 ``datastore="embedded"`` (default) gives every node its own in-process
 store; ``"redis"`` starts one real ``redis-server`` per node.  Leaving the
 block stops every node and datastore.
@@ -23,6 +29,9 @@ block stops every node and datastore.
 
 from __future__ import annotations
 
+import errno
+import functools
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,7 +41,7 @@ import trio
 from redis import Redis
 
 from ..config.model import DatastoreSpec, HostPort, NodeConfig, Seed
-from ..node.supervisor import Node, serve_node
+from ..node.supervisor import ListenSockets, Node, serve_node
 from .redis_server import RedisServer, free_ports
 
 __all__ = ["Cluster", "ClusterNode", "even_tokens", "open_cluster"]
@@ -41,6 +50,31 @@ Layout = Mapping[str, Mapping[str, int]]
 RING = 1 << 32
 #: How long a new cluster may take until every peer link is up.
 CONNECT_TIMEOUT = 20.0
+#: How long a restarted node may wait for its old ports to be free again.
+REBIND_TIMEOUT = 5.0
+
+
+def _bind(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _rebind(port: int) -> socket.socket:
+    """Bind ``port`` again; an outgoing connection may hold it for a moment."""
+    with trio.fail_after(REBIND_TIMEOUT):
+        while True:
+            try:
+                return _bind(port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+            await trio.sleep(0.05)
 
 
 def even_tokens(count: int) -> list[int]:
@@ -58,6 +92,8 @@ class ClusterNode:
     token: int
     client_port: int
     peer_port: int
+    #: Bound sockets waiting for the node's next start (consumed by it).
+    sockets: ListenSockets | None = None
     redis: RedisServer | None = None
     config: NodeConfig | None = None
     node: Node | None = None
@@ -71,6 +107,25 @@ class ClusterNode:
     @property
     def running(self) -> bool:
         return self.node is not None
+
+    def release(self) -> None:
+        """Close sockets bound for a start that never happened."""
+        for sock in (self.sockets.client, self.sockets.peer) if self.sockets else ():
+            if sock is not None:
+                sock.close()
+        self.sockets = None
+
+    async def take_sockets(self) -> ListenSockets:
+        """The sockets for this start: the reserved ones, else the old ports again."""
+        sockets, self.sockets = self.sockets, None
+        if sockets is None:
+            client = await _rebind(self.client_port)
+            try:
+                sockets = ListenSockets(client, await _rebind(self.peer_port))
+            except BaseException:
+                client.close()
+                raise
+        return sockets
 
     def client(self, **kwargs: Any) -> Redis:
         """A redis-py client for this node (blocking: use it from a thread)."""
@@ -153,7 +208,10 @@ class Cluster:
             with trio.CancelScope() as scope:
                 member._scope = scope
                 async with trio.open_nursery() as nursery:
-                    node: Node = await nursery.start(serve_node, member.config)
+                    sockets = await member.take_sockets()
+                    node: Node = await nursery.start(
+                        functools.partial(serve_node, member.config, sockets=sockets)
+                    )
                     member.node = node
                     task_status.started(node)
         finally:
@@ -165,15 +223,24 @@ class Cluster:
 def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> list[ClusterNode]:
     members: list[ClusterNode] = []
     total = sum(count for racks in layout.values() for count in racks.values())
-    # Every port (client, peer, redis-server) from one batch: all distinct.
-    ports = iter(free_ports(3 * total))
-    for dc, racks in layout.items():
-        for rack, count in racks.items():
-            for index, token in enumerate(even_tokens(count)):
-                members.append(ClusterNode(dc, rack, index, token, next(ports), next(ports)))
+    # Node sockets stay bound from here on; redis-server ports come from one
+    # batch chosen while they are held, so every port is distinct.
+    try:
+        for dc, racks in layout.items():
+            for rack, count in racks.items():
+                for index, token in enumerate(even_tokens(count)):
+                    client, peer = _bind(), _bind()
+                    ports = client.getsockname()[1], peer.getsockname()[1]
+                    sockets = ListenSockets(client, peer)
+                    members.append(ClusterNode(dc, rack, index, token, *ports, sockets))
+        redis_ports = iter(free_ports(total if datastore == "redis" else 0))
+    except BaseException:
+        for member in members:
+            member.release()
+        raise
     for member in members:
         if datastore == "redis":
-            member.redis = RedisServer(port=next(ports))
+            member.redis = RedisServer(port=next(redis_ports))
             spec = DatastoreSpec.tcp(member.redis.host, member.redis.port)
         else:
             spec = DatastoreSpec.embedded()
@@ -223,5 +290,6 @@ async def open_cluster(
                 nursery.cancel_scope.cancel()
     finally:
         for member in members:
+            member.release()
             if member.redis is not None:
                 member.redis.close()

@@ -6,7 +6,9 @@ Tests and examples need real datastores, never fixed ports.  A port is
 chosen by binding a socket to ``127.0.0.1:0`` and releasing it; the server
 is started on it with persistence off and waited for (bounded) until it
 answers PING.  If another process grabbed the port in between, the start is
-retried on a fresh port.  ``stop()`` and ``start()`` keep the port, so a
+retried on a fresh port, unless the port was given or the server already
+ran there (others were told that address: it then fails instead of
+moving).  ``stop()`` and ``start()`` keep the port, so a
 test can kill a datastore and bring it back at the same address to check
 that a node reconnects by itself.
 
@@ -69,6 +71,8 @@ class RedisServer:
         self.binary = binary
         self.host = host
         self.port = port or free_port(host)
+        #: False once others may know the address: the port must not move.
+        self._may_move = port is None
         self._dir = tempfile.mkdtemp(prefix="trinomite-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -102,9 +106,12 @@ class RedisServer:
                 if self._process.poll() is not None:
                     break  # exited: most likely the port was taken
                 if _answers_ping(self.host, self.port):
+                    self._may_move = False
                     return
                 time.sleep(0.02)
             self.stop()
+            if not self._may_move:
+                break
             self.port = free_port(self.host)
         raise RuntimeError(f"redis-server did not start on {self.address}")
 
