@@ -1,9 +1,9 @@
 """Developer sessions: tests, lint (ruff + mypy --strict), demo, bench.
 
-    nox -s tests        the whole suite (needs redis-server etc.: see .ci/run)
-    nox -s lint         ruff and mypy --strict on the package
-    nox -s demo         a node on the embedded store, used through redis-py
-    nox -s bench        redis-benchmark against redis, twemproxy and trinomite
+nox -s tests        the whole suite (needs redis-server etc.: see .ci/run)
+nox -s lint         ruff (lint and format check) and mypy --strict on the package
+nox -s demo         a node on the embedded store, used through redis-py
+nox -s bench        redis-benchmark against redis, twemproxy and trinomite
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[lint,test]")
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
     session.run("mypy")
 
 

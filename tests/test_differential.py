@@ -381,9 +381,7 @@ def direct_backend_fixture() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def pair(
-    direct_backend: RedisServer, redis_node: Node
-) -> AsyncIterator[Pair]:
+async def pair(direct_backend: RedisServer, redis_node: Node) -> AsyncIterator[Pair]:
     """(client of the bare redis-server, client of the node), both on empty datastores."""
     async with (
         await RawClient.connect(direct_backend.host, direct_backend.port) as direct,

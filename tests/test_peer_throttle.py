@@ -44,6 +44,8 @@ async def test_remote_dc_links_are_throttled_but_lose_nothing():
         assert await in_thread(far_client.get, f"k{WRITES - 1}") == str(WRITES - 1).encode()
         # Same-DC links are never throttled.
         assert all(
-            c.rate == 0 for pool in far.node.peers.pools.values() for c in pool.connections
+            c.rate == 0
+            for pool in far.node.peers.pools.values()
+            for c in pool.connections
             if c.same_dc
         )

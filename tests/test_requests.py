@@ -42,14 +42,22 @@ CASES: list[tuple[str, bytes, list[list[bytes]], str | None]] = [
     ("bad bulk length", b"*1\r\n$abc\r\n", [], "invalid bulk length"),
     ("negative bulk length", b"*1\r\n$-7\r\n", [], "invalid bulk length"),
     ("expected dollar", b"*1\r\n*1\r\n", [], "expected '$', got '*'"),
-    ("expected dollar after good", GET + b"*3\r\nabcde\r\n", [[b"GET", b"key"]],
-     "expected '$', got 'a'"),
+    (
+        "expected dollar after good",
+        GET + b"*3\r\nabcde\r\n",
+        [[b"GET", b"key"]],
+        "expected '$', got 'a'",
+    ),
     ("unbalanced quotes", b'SET k "oops\r\n', [], "unbalanced quotes in request"),
     ("integer element", b"*2\r\n$3\r\nGET\r\n:1\r\n", [], "expected '$', got ':'"),
     # Complete, well-framed rounds that hiredis must refuse as Redis does,
     # so the fast path hands them to the Python parser for the exact message.
-    ("leading zero count", GET + b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n", [[b"GET", b"key"]],
-     "invalid multibulk length"),
+    (
+        "leading zero count",
+        GET + b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+        [[b"GET", b"key"]],
+        "invalid multibulk length",
+    ),
     ("leading zero bulk", b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n", [], "invalid bulk length"),
     ("plus sign count", b"*+1\r\n$4\r\nPING\r\n", [], "invalid multibulk length"),
     ("plus sign bulk", b"*1\r\n$+4\r\nPING\r\n", [], "invalid bulk length"),
@@ -244,8 +252,10 @@ def test_random_bytes_parse_or_protocol_error(data, chunk):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.binary(max_size=20), min_size=1, max_size=5), max_size=20),
-       st.integers(min_value=1, max_value=50))
+@given(
+    st.lists(st.lists(st.binary(max_size=20), min_size=1, max_size=5), max_size=20),
+    st.integers(min_value=1, max_value=50),
+)
 def test_encoded_commands_round_trip(commands, chunk):
     stream = b"".join(encode_command(args) for args in commands)
     parser = RequestParser()

@@ -366,10 +366,7 @@ class NodeAdmin:
 
     def peer_control(self, action: PeerAction, name: str) -> int:
         peers = self.node.peers
-        matched = [
-            n for n, pool in peers.pools.items()
-            if name in ("all", n, pool.peer.host)
-        ]
+        matched = [n for n, pool in peers.pools.items() if name in ("all", n, pool.peer.host)]
         for peer in matched:
             peers.set_admin_down(peer, action is PeerAction.DOWN)
             if action is PeerAction.RESET:

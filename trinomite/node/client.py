@@ -360,8 +360,9 @@ async def serve_clients(
 
 
 async def _refuse(stream: LeanSocketStream) -> None:
-    with trio.move_on_after(1), contextlib.suppress(
-        trio.BrokenResourceError, trio.ClosedResourceError
+    with (
+        trio.move_on_after(1),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
         await stream.send_all(_MAX_CLIENTS_REPLY)
     await trio.aclose_forcefully(stream)

@@ -50,6 +50,7 @@ from .state import StateGate
 
 __all__ = ["Dispatcher"]
 
+
 def _unsupported(name: str, why: str) -> bytes:
     return r.error(f"ERR unsupported command '{name}': {why}")
 

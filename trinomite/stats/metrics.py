@@ -205,9 +205,7 @@ def info_json(
     for metric in METRICS:
         if metric.scope == "node" and metric.name not in out:
             out[metric.name] = values.get(metric.name, 0)
-    pool: dict[str, object] = {
-        m.name: values.get(m.name, 0) for m in METRICS if m.scope == "pool"
-    }
+    pool: dict[str, object] = {m.name: values.get(m.name, 0) for m in METRICS if m.scope == "pool"}
     pool[server_name] = {m.name: values.get(m.name, 0) for m in METRICS if m.scope == "server"}
     out[pool_name] = pool
     if extra:

@@ -36,8 +36,12 @@ CATEGORIES: dict[str, frozenset[str]] = {
     "ping": frozenset({"ping"}),
 }
 _LIST_COMMANDS = frozenset(
-    {"lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "llen", "lindex", "linsert",
-     "lrange", "lset", "ltrim", "lpos", "rpoplpush", "lmove"}
+    "lpush rpush lpushx rpushx lpop rpop llen lindex linsert lrange lset ltrim lpos rpoplpush "
+    "lmove".split()
+)
+#: Names starting with "s" that are not set commands.
+_NOT_SETS = frozenset(
+    "set setnx setex setrange setbit strlen substr select script scan slaveof sort sort_ro".split()
 )
 
 
@@ -49,9 +53,7 @@ def category_of(spec: CommandSpec) -> str:
     if spec.name in _LIST_COMMANDS:
         return "lists"
     first = spec.name[:1]
-    if first == "s" and spec.name not in ("set", "setnx", "setex", "setrange", "setbit",
-                                          "strlen", "substr", "select", "script", "scan",
-                                          "slaveof", "sort", "sort_ro"):
+    if first == "s" and spec.name not in _NOT_SETS:
         return "sets"
     if first == "h" and spec.name != "hello":
         return "hashes"

@@ -87,16 +87,19 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         """Start the server (on the same port as before) and wait until it answers."""
         for _attempt in range(3):
+            options = {
+                "port": str(self.port),
+                "bind": self.host,
+                "save": "",
+                "appendonly": "no",
+                "dir": self._dir,
+                "daemonize": "no",
+                "protected-mode": "no",
+            }
             self._process = subprocess.Popen(
                 [
                     self.binary,
-                    "--port", str(self.port),
-                    "--bind", self.host,
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", self._dir,
-                    "--daemonize", "no",
-                    "--protected-mode", "no",
+                    *(arg for name, value in options.items() for arg in (f"--{name}", value)),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
