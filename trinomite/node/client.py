@@ -55,6 +55,7 @@ import trio
 from ..protocol.requests import Limits, RequestParser
 from ..stats.requests import RequestStats
 from .dispatch import Dispatcher
+from .links import WriteHold
 from .local import Session
 from .sockets import LeanSocketStream, accept_forever
 
@@ -278,6 +279,8 @@ class ClientReactor:
         self.connections: dict[int, ClientConnection] = {}
         #: Set by ``stop_reading``: read no more requests, close clients once idle.
         self.draining = False
+        #: Held while handling a batch of events (see ``links.WriteHold``).
+        self.hold = WriteHold()
         self._epoll = select.epoll()
         self._ids = itertools.count(1)
         self._empty = trio.Event()
@@ -313,11 +316,12 @@ class ClientReactor:
             task_status.started()
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, events in epoll.poll(0, MAX_EVENTS):
-                    connection = connections.get(fd)
-                    if connection is not None:
-                        connection.readable = connection.readable or events != select.EPOLLOUT
-                        connection.pump()
+                with self.hold:  # every round these events start goes out together
+                    for fd, events in epoll.poll(0, MAX_EVENTS):
+                        connection = connections.get(fd)
+                        if connection is not None:
+                            connection.readable = connection.readable or events != select.EPOLLOUT
+                            connection.pump()
         finally:
             for connection in list(connections.values()):
                 connection.close()

@@ -187,14 +187,15 @@ class DatastoreConnection(Link):
             framer.feed(data)
             oldest = inflight[0][2]
             answered = 0
-            while inflight:
-                sink, count, _, delimiter = inflight[0]
-                replies = framer.take_until(delimiter) if delimiter else framer.take(count)
-                if replies is None:
-                    break
-                inflight.popleft()
-                answered += count
-                sink.set(replies)
+            with self.hold:  # replies start clients' next rounds: send them together
+                while inflight:
+                    sink, count, _, delimiter = inflight[0]
+                    replies = framer.take_until(delimiter) if delimiter else framer.take(count)
+                    if replies is None:
+                        break
+                    inflight.popleft()
+                    answered += count
+                    sink.set(replies)
             if answered:
                 # One measurement per read: the round trip of the oldest request
                 # it answered, for every reply in it (an upper bound for the rest).

@@ -18,6 +18,16 @@ every request still in flight gets an error reply.
 
 * While DOWN, ``_enqueue`` refuses at once so callers fail fast with a clear
   error instead of hanging.  While IDLE or CONNECTING, requests queue.
+* Write holds.  Waking the writer task costs a scheduler step, more than the
+  ``send`` itself.  A task about to make many submissions in one burst (the
+  client reactor handling a batch of readiness events, a datastore reader
+  delivering a read's replies, which starts those clients' next rounds)
+  enters the links' shared ``WriteHold``; submissions made meanwhile only
+  mark their link, and when the burst ends each marked link sends its whole
+  outbox right there with one non-blocking ``send``.  Only what the kernel
+  did not take, or a link whose writer is in the middle of a send, wakes the
+  writer.  Order is kept because a direct send always takes the whole
+  outbox from its head and never runs while the writer is sending.
 * Backoff starts at ``INITIAL_BACKOFF`` and doubles up to ``max_backoff``.
 
 Subclasses supply ``_read_replies``, ``_watch_deadlines`` and
@@ -30,15 +40,18 @@ from __future__ import annotations
 import abc
 import enum
 import logging
+import socket
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 
 import trio
 
 from ..errors import NodeError
 from ..protocol.replies import ReplyProtocolError
 from .slots import Parker
+from .sockets import LeanSocketStream
 
-__all__ = ["INITIAL_BACKOFF", "ConnState", "Link", "LinkFailed"]
+__all__ = ["INITIAL_BACKOFF", "ConnState", "Link", "LinkFailed", "WriteHold"]
 
 log = logging.getLogger("trinomite.links")
 
@@ -52,6 +65,42 @@ class ConnState(enum.Enum):
     CONNECTING = "connecting"
     UP = "up"
     DOWN = "down"
+
+
+class WriteHold:
+    """Defers link writes made during a burst of work to one send per link at its end.
+
+    ``with hold:`` nests; the outermost exit flushes.  Shared by all links of
+    a node and by the tasks that submit to them (see the module doc).
+    """
+
+    __slots__ = ("_depth", "_marked")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._marked: list[Link] = []
+
+    @property
+    def held(self) -> bool:
+        return self._depth > 0
+
+    def mark(self, link: Link) -> None:
+        self._marked.append(link)
+
+    def __enter__(self) -> None:
+        self._depth += 1
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._depth -= 1
+        if not self._depth and self._marked:
+            marked, self._marked = self._marked, []
+            for link in marked:
+                link._flush()
 
 
 class LinkFailed(Exception):
@@ -99,6 +148,12 @@ class Link(abc.ABC):
         #: Called after every change of ``state`` (pools use it to publish events).
         self.on_state_change: Callable[[Link], None] | None = None
         self._outbox: list[bytes] = []
+        #: Submissions made while this is held are sent when it is released;
+        #: a node gives all its links and their submitters one shared hold.
+        self.hold = WriteHold()
+        self._marked = False  # waiting in ``hold`` for its flush
+        self._sending = False  # the writer task is inside send_all
+        self._socket: socket.socket | None = None  # while UP over a plain socket
         self._writer = Parker()
         self._wanted = Parker()  # a request arrived while IDLE
         self._live: trio.CancelScope | None = None
@@ -117,7 +172,12 @@ class Link(abc.ABC):
             return False
         self._outbox.append(data)
         if state is ConnState.UP:
-            self._writer.unpark()
+            hold = self.hold
+            if not hold.held:
+                self._writer.unpark()
+            elif not self._marked:
+                self._marked = True
+                hold.mark(self)
         elif state is ConnState.IDLE:
             self._wanted.unpark()
         return True
@@ -149,7 +209,12 @@ class Link(abc.ABC):
             self.connects += 1
             log.info("%s: connected", self.name)
             self._writer.unpark()  # requests queued while connecting
-            error = await self._serve(stream)
+            if isinstance(stream, LeanSocketStream):
+                self._socket = stream.socket
+            try:
+                error = await self._serve(stream)
+            finally:
+                self._socket = None
             self._set_state(ConnState.DOWN)
             self.errors += 1
             self._fail_inflight(error)
@@ -211,6 +276,32 @@ class Link(abc.ABC):
             self._reset = True
             self._live.cancel()
 
+    @property
+    def throttled_link(self) -> bool:
+        """Whether only the writer task may send (it paces the sends)."""
+        return False
+
+    def _flush(self) -> None:
+        """Send the outbox now, from the task releasing the hold; else wake the writer."""
+        self._marked = False
+        outbox = self._outbox
+        sock = self._socket
+        if not outbox:
+            return
+        if sock is None or self._sending or self.throttled_link or self.state is not ConnState.UP:
+            self._writer.unpark()
+            return
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        try:
+            sent = sock.send(data)
+        except OSError:
+            sent = 0  # full, or broken: the writer's send_all finds out which
+        if sent == len(data):
+            self._outbox = []
+            return
+        self._outbox = [data[sent:]]
+        self._writer.unpark()
+
     async def _write_requests(self, stream: trio.abc.Stream) -> None:
         while True:
             if not self._outbox:
@@ -218,7 +309,11 @@ class Link(abc.ABC):
                 continue
             data = b"".join(self._outbox)
             self._outbox = []
-            await stream.send_all(data)
+            self._sending = True
+            try:
+                await stream.send_all(data)
+            finally:
+                self._sending = False
 
     @abc.abstractmethod
     async def _read_replies(self, stream: trio.abc.Stream) -> None:

@@ -41,6 +41,7 @@ from ..protocol.commands import lookup
 from ..protocol.peer import Frame, FrameParser, MessageType, header_template
 from ..protocol.requests import parse_one
 from .coordinator import Coordinator
+from .links import WriteHold
 from .slots import Parker, Slot, SlotGroup
 from .sockets import LeanSocketStream, accept_forever
 from .state import StateGate
@@ -102,8 +103,11 @@ class PeerConnectionHandler:
         coordinator: Coordinator,
         counters: PeerServerCounters,
         timeout: float,
+        hold: WriteHold | None = None,
     ) -> None:
         self.stream = stream
+        #: Held while a read's frames are started (see ``links.WriteHold``).
+        self.hold = hold or WriteHold()
         self.local = local
         self.coordinator = coordinator
         self.counters = counters
@@ -152,7 +156,8 @@ class PeerConnectionHandler:
             parser.feed(data)
             frames = parser.frames()
             if frames:
-                self._start_round(frames)
+                with self.hold:
+                    self._start_round(frames)
             if parser.error is not None:
                 self.counters.dnode_client_err += 1
                 log.warning("peer %s: %s; closing", self.name, parser.error.message)

@@ -157,6 +157,10 @@ class PeerConnection(Link):
         heapq.heappush(deadlines, (deadline, msg_id, entry))
         return True
 
+    @property
+    def throttled_link(self) -> bool:
+        return bool(self.rate)
+
     async def _write_requests(self, stream: trio.abc.Stream) -> None:
         if not self.rate:
             await super()._write_requests(stream)
@@ -190,19 +194,20 @@ class PeerConnection(Link):
                 raise LinkFailed(self.broken_error, "peer closed the connection")
             parser.feed(data)
             now = trio.current_time()
-            for frame in parser.frames():
-                if frame.type is not MessageType.RES:
-                    continue  # gossip and handshakes need no reply here
-                self.responses += 1
-                self.response_bytes += len(frame.payload)
-                msg_id = frame.msg_id
-                while inflight and inflight[0].msg_id < msg_id:
-                    self.mismatches += 1  # never answered: Dynomite's peer_mismatch_requests
-                    inflight.popleft().finish(MISMATCH_REPLY)
-                if inflight and inflight[0].msg_id == msg_id:
-                    entry = inflight.popleft()
-                    self.latency.observe(int((now - entry.sent) * 1e6))
-                    entry.finish(frame.payload)
+            with self.hold:  # replies start clients' next rounds: send them together
+                for frame in parser.frames():
+                    if frame.type is not MessageType.RES:
+                        continue  # gossip and handshakes need no reply here
+                    self.responses += 1
+                    self.response_bytes += len(frame.payload)
+                    msg_id = frame.msg_id
+                    while inflight and inflight[0].msg_id < msg_id:
+                        self.mismatches += 1  # never answered: Dynomite's peer_mismatch_requests
+                        inflight.popleft().finish(MISMATCH_REPLY)
+                    if inflight and inflight[0].msg_id == msg_id:
+                        entry = inflight.popleft()
+                        self.latency.observe(int((now - entry.sent) * 1e6))
+                        entry.finish(frame.payload)
             if parser.error is not None:
                 raise LinkFailed(self.broken_error, parser.error.message)
 

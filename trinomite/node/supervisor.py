@@ -50,6 +50,7 @@ from .client import ClientCounters, ClientReactor, serve_clients
 from .coordinator import ClusterCounters, Coordinator
 from .datastore import DatastorePool
 from .dispatch import Dispatcher
+from .links import Link, WriteHold
 from .local import Session
 from .peer_server import PeerConnectionHandler, PeerServerCounters, serve_peers
 from .peers import PeerPools
@@ -103,6 +104,10 @@ class Node:
         self.pool = DatastorePool(config)
         others = [peer for peer in self.topology.peers if not peer.local]
         self.peers = PeerPools(config, others, config.datacenter)
+        #: One write hold for every link and every task that submits to them.
+        self.writes = WriteHold()
+        for link in self._links():
+            link.hold = self.writes
         self.cluster_counters = ClusterCounters()
         self.peer_counters = PeerServerCounters()
         self.request_stats = RequestStats()
@@ -138,6 +143,7 @@ class Node:
             self.counters,
             self._make_session,
         )
+        self.clients.hold = self.writes
         self.client_address: HostPort | UnixPath = config.listen
         #: The bound peer (dyn_listen) address, once listening; None without dyn_listen.
         self.peer_address: HostPort | None = None
@@ -215,9 +221,18 @@ class Node:
                 task_status=task_status,
             )
 
+    def _links(self) -> list[Link]:
+        peer_links = [c for pool in self.peers.pools.values() for c in pool.connections]
+        return [*self.pool.connections, *peer_links]
+
     def _peer_handler(self, stream: LeanSocketStream) -> PeerConnectionHandler:
         return PeerConnectionHandler(
-            stream, self.gate, self.coordinator, self.peer_counters, self.config.timeout / 1000
+            stream,
+            self.gate,
+            self.coordinator,
+            self.peer_counters,
+            self.config.timeout / 1000,
+            self.writes,
         )
 
     def _peer_changed(self, name: str, up: bool) -> None:
