@@ -5,11 +5,12 @@ Theory of operation
 Dynomite pins each client to one datastore connection and sends requests
 one message at a time through an mbuf chain.  Trinomite multiplexes instead:
 every client's requests are appended to a connection's *outbox* and its
-*in-flight FIFO*; a writer task sends the whole outbox with one
-``send_all`` per scheduling round; a reader task frames replies (without
-decoding them) and fills the FIFO's slots in order::
+*in-flight FIFO*; the whole outbox goes out in one send per burst of
+submissions (see ``links.WriteHold``; the writer task sends what the socket
+did not take); a reader task frames replies (without decoding them) and
+fills the FIFO's slots in order::
 
-    clients --submit--> outbox ---writer: one send_all per round---> datastore
+    clients --submit--> outbox ---one send per burst-----------------> datastore
        ^                in-flight FIFO                                   |
        +---- slot.set <-- reader: ReplyFramer, FIFO pop per reply <------+
 
