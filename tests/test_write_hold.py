@@ -113,38 +113,50 @@ def pending(server: socket.socket) -> bytes:
         return b""
 
 
-async def test_a_held_burst_is_sent_by_the_releasing_task(listener: socket.socket) -> None:
+async def arrived(server: socket.socket) -> bytes:
+    """What reaches the server once something does (the writer task sent it)."""
+    with trio.fail_after(10):
+        await trio.lowlevel.wait_readable(server)
+    return pending(server)
+
+
+@asynccontextmanager
+async def held_link(
+    listener: socket.socket,
+) -> AsyncIterator[tuple[DatastoreConnection, WriteHold, socket.socket]]:
+    """An undelimited datastore link to ``listener`` with a hold of its own, and its server side."""
     link = datastore_link(*listener.getsockname()[:2], delimited=False)
     hold = WriteHold()
     link.hold = hold
     async with running(link):
         with accepted(listener) as server:
-            sinks = [Replies() for _ in range(3)]
-            deadline = trio.current_time() + 10
-            with hold:
-                for sink in sinks:
-                    assert link.submit(PING, 1, sink, deadline)
-                assert pending(server) == b""  # held: nothing sent yet
-            # No checkpoint since the release, so the writer task cannot have
-            # run: the releasing task sent all three, in one piece.
-            assert pending(server) == PING * 3
-            server.send(b"+PONG\r\n" * 3)
-            assert [await sink.wait() for sink in sinks] == [b"+PONG\r\n"] * 3
+            yield link, hold, server
+
+
+async def test_a_held_burst_is_sent_by_the_releasing_task(listener: socket.socket) -> None:
+    async with held_link(listener) as (link, hold, server):
+        sinks = [Replies() for _ in range(3)]
+        deadline = trio.current_time() + 10
+        with hold:
+            for sink in sinks:
+                assert link.submit(PING, 1, sink, deadline)
+            assert pending(server) == b""  # held: nothing sent yet
+        # No checkpoint since the release, so the writer task cannot have
+        # run: the releasing task sent all three, in one piece.
+        assert pending(server) == PING * 3
+        server.send(b"+PONG\r\n" * 3)
+        assert [await sink.wait() for sink in sinks] == [b"+PONG\r\n"] * 3
 
 
 async def test_holds_nest_and_only_the_outermost_release_sends(listener: socket.socket) -> None:
-    link = datastore_link(*listener.getsockname()[:2], delimited=False)
-    hold = WriteHold()
-    link.hold = hold
-    async with running(link):
-        with accepted(listener) as server:
-            deadline = trio.current_time() + 10
+    async with held_link(listener) as (link, hold, server):
+        deadline = trio.current_time() + 10
+        with hold:
             with hold:
-                with hold:
-                    assert link.submit(PING, 1, Replies(), deadline)
-                assert pending(server) == b""
                 assert link.submit(PING, 1, Replies(), deadline)
-            assert pending(server) == PING * 2
+            assert pending(server) == b""
+            assert link.submit(PING, 1, Replies(), deadline)
+        assert pending(server) == PING * 2
 
 
 async def test_without_a_hold_the_writer_task_sends(listener: socket.socket) -> None:
@@ -153,10 +165,7 @@ async def test_without_a_hold_the_writer_task_sends(listener: socket.socket) -> 
         with accepted(listener) as server:
             assert link.submit(PING, 1, Replies(), trio.current_time() + 10)
             assert pending(server) == b""  # queued for the writer task
-            with trio.fail_after(10):
-                await trio.lowlevel.wait_readable(server)
-            data = pending(server)
-            assert data == PING
+            assert await arrived(server) == PING
 
 
 async def test_a_paced_peer_link_leaves_sending_to_its_writer(listener: socket.socket) -> None:
@@ -171,9 +180,7 @@ async def test_a_paced_peer_link_leaves_sending_to_its_writer(listener: socket.s
                 for _ in range(3):
                     assert link.submit(MessageType.REQ, PING, Replies(), deadline)
             assert pending(server) == b""
-            with trio.fail_after(10):
-                await trio.lowlevel.wait_readable(server)
-            data = pending(server)
+            data = await arrived(server)
             # The bucket starts with ``rate`` (1) frame; the next waits a second.
             assert data.count(PING) == 1
 

@@ -80,6 +80,14 @@ class ListenSockets:
     client: socket.socket | None = None
     peer: socket.socket | None = None
 
+    @property
+    def given(self) -> list[socket.socket]:
+        return [sock for sock in (self.client, self.peer) if sock is not None]
+
+    def close(self) -> None:
+        for sock in self.given:
+            sock.close()
+
 
 class Node:
     """A running node.  Create it with ``serve_node`` or ``open_node``."""
@@ -164,8 +172,7 @@ class Node:
             self._close_listeners()
 
     def _close_listeners(self) -> None:
-        given = [sock for sock in (self._given.client, self._given.peer) if sock is not None]
-        for listener in self._listeners + self._peer_listeners + given:
+        for listener in self._listeners + self._peer_listeners + self._given.given:
             if listener.fileno() != -1:
                 trio.lowlevel.notify_closing(listener)
                 listener.close()
@@ -356,9 +363,8 @@ def _build(config: NodeConfig, sockets: ListenSockets | None) -> Node:
     try:
         return Node(config, sockets)
     except BaseException:
-        for sock in (sockets.client, sockets.peer) if sockets else ():
-            if sock is not None:
-                sock.close()
+        if sockets is not None:
+            sockets.close()
         raise
 
 

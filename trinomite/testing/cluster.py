@@ -65,6 +65,17 @@ def _bind(port: int = 0) -> socket.socket:
     return sock
 
 
+def _reserve() -> tuple[ListenSockets, tuple[int, int]]:
+    """A node's client and peer sockets, bound to fresh ports, and those ports."""
+    client = _bind()
+    try:
+        peer = _bind()
+    except BaseException:
+        client.close()
+        raise
+    return ListenSockets(client, peer), (client.getsockname()[1], peer.getsockname()[1])
+
+
 async def _rebind(port: int) -> socket.socket:
     """Bind ``port`` again; an outgoing connection may hold it for a moment."""
     with trio.fail_after(REBIND_TIMEOUT):
@@ -110,9 +121,8 @@ class ClusterNode:
 
     def release(self) -> None:
         """Close sockets bound for a start that never happened."""
-        for sock in (self.sockets.client, self.sockets.peer) if self.sockets else ():
-            if sock is not None:
-                sock.close()
+        if self.sockets is not None:
+            self.sockets.close()
         self.sockets = None
 
     async def take_sockets(self) -> ListenSockets:
@@ -229,9 +239,7 @@ def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> li
         for dc, racks in layout.items():
             for rack, count in racks.items():
                 for index, token in enumerate(even_tokens(count)):
-                    client, peer = _bind(), _bind()
-                    ports = client.getsockname()[1], peer.getsockname()[1]
-                    sockets = ListenSockets(client, peer)
+                    sockets, ports = _reserve()
                     members.append(ClusterNode(dc, rack, index, token, *ports, sockets))
         redis_ports = iter(free_ports(total if datastore == "redis" else 0))
     except BaseException:
