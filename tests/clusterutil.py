@@ -23,7 +23,7 @@ import pytest
 import redis
 import trio
 
-from trinomite.node.coordinator import ClusterCounters
+from trinomite.peering.coordinator import ClusterCounters
 from trinomite.testing.cluster import Cluster, ClusterNode, Layout, open_cluster
 
 from .conftest import in_thread

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from trinomite import DatastoreSpec, Node, open_node
-from trinomite.node.client import RECEIVE_SIZE
+from trinomite.client.reactor import RECEIVE_SIZE
 from trinomite.testing import RedisServer
 
 from .conftest import node_config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import trio
 
-from trinomite.node.peers import PeerConnection
+from trinomite.peering.pools import PeerConnection
 from trinomite.testing.cluster import ClusterNode
 
 from .clusterutil import (

@@ -20,10 +20,10 @@ import pytest
 import trio
 import trio.testing
 
-from trinomite.node.datastore import DatastoreConnection
-from trinomite.node.links import ConnState, Link, WriteHold
-from trinomite.node.peers import PeerConnection
-from trinomite.node.sockets import connect_tcp
+from trinomite.datastore.pool import DatastoreConnection
+from trinomite.net.links import ConnState, Link, WriteHold
+from trinomite.net.sockets import connect_tcp
+from trinomite.peering.pools import PeerConnection
 from trinomite.protocol.peer import MessageType
 from trinomite.protocol.requests import encode_command
 from trinomite.ring.topology import PeerInfo

@@ -1,4 +1,4 @@
-"""The Trio shell of a node: supervisor, client handling and the datastore pool."""
+"""The node itself: the supervisor (``open_node``/``serve_node``) and its admin wiring."""
 
 from .supervisor import ListenSockets as ListenSockets
 from .supervisor import Node as Node

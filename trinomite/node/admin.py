@@ -34,12 +34,12 @@ import trio
 from .._version import __version__
 from ..admin.api import NodeState, PeerAction
 from ..config.model import Consistency
+from ..datastore.gate import SETTABLE_STATES
 from ..logs import LEVELS, python_level
+from ..net.links import ConnState, Link
 from ..stats.histogram import Histogram
 from ..stats.metrics import info_json, prometheus
 from ..stats.requests import RequestStats
-from .links import ConnState, Link
-from .state import SETTABLE_STATES
 
 if TYPE_CHECKING:
     from .supervisor import Node

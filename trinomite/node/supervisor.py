@@ -41,20 +41,14 @@ import attrs
 import trio
 
 from ..admin.server import serve_admin
+from ..client.dispatch import Dispatcher
+from ..client.local import Session
+from ..client.reactor import ClientCounters, ClientReactor, serve_clients
 from ..config.model import DataStore, HostPort, NodeConfig, SecureServerOption, UnixPath
-from ..protocol.requests import Limits
-from ..ring.topology import Topology, TopologyError
-from ..stats.requests import RequestStats
-from .admin import NodeAdmin
-from .client import ClientCounters, ClientReactor, serve_clients
-from .coordinator import ClusterCounters, Coordinator
-from .datastore import DatastorePool
-from .dispatch import Dispatcher
-from .links import Link, WriteHold
-from .local import Session
-from .peer_server import PeerConnectionHandler, PeerServerCounters, serve_peers
-from .peers import PeerPools
-from .sockets import (
+from ..datastore.gate import StateGate
+from ..datastore.pool import DatastorePool
+from ..net.links import Link, WriteHold
+from ..net.sockets import (
     LeanSocketStream,
     adopt_listener,
     check_bound,
@@ -62,7 +56,13 @@ from .sockets import (
     open_unix_listener,
     peer_name,
 )
-from .state import StateGate
+from ..peering.coordinator import ClusterCounters, Coordinator
+from ..peering.pools import PeerPools
+from ..peering.server import PeerConnectionHandler, PeerServerCounters, serve_peers
+from ..protocol.requests import Limits
+from ..ring.topology import Topology, TopologyError
+from ..stats.requests import RequestStats
+from .admin import NodeAdmin
 
 __all__ = ["ListenSockets", "Node", "open_node", "serve_node"]
 

@@ -43,13 +43,13 @@ import trio
 
 from ..config.model import NodeConfig
 from ..errors import NodeError, redis_error
+from ..net.links import ConnState, Link, LinkFailed
+from ..net.slots import ReplySink
+from ..net.sockets import connect_tcp
 from ..protocol.peer import FrameParser, MessageType, header_template
 from ..protocol.replies import ReplyProtocolError
 from ..ring.topology import PeerInfo
 from ..stats.histogram import Histogram
-from .links import ConnState, Link, LinkFailed
-from .slots import ReplySink
-from .sockets import connect_tcp
 
 __all__ = ["PeerConnection", "PeerPool", "PeerPools"]
 

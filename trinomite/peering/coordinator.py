@@ -32,20 +32,20 @@ from __future__ import annotations
 import attrs
 
 from ..admin.api import NodeState
+from ..client.local import Session
 from ..cluster.quorum import EachQuorum, QuorumDecision
 from ..cluster.routing import Mode, Plan, PlanCache, Target
 from ..config.model import Consistency, NodeConfig
+from ..datastore.gate import StateGate
 from ..errors import NodeError, redis_error
+from ..net.slots import Gather, ReplySink
 from ..protocol import replies as r
 from ..protocol.commands import BY_BYTES, COMMANDS, CommandSpec, Route, extract_keys, lookup
 from ..protocol.peer import FLAG_RESP3, MessageType
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from ..protocol.requests import encode_command
 from ..ring.topology import LOCAL_TOKEN, Topology
-from .local import Session
-from .peers import PeerPools
-from .slots import Gather, ReplySink
-from .state import StateGate
+from .pools import PeerPools
 
 __all__ = ["ClusterCounters", "Coordinator"]
 

@@ -28,7 +28,11 @@ from __future__ import annotations
 import trio
 
 from ..admin.api import NodeState
+from ..datastore.gate import StateGate
+from ..datastore.pool import DatastorePool
 from ..errors import NodeError, redis_error
+from ..net.slots import Gather, ReplySink
+from ..peering.coordinator import Coordinator
 from ..protocol import replies as r
 from ..protocol.commands import (
     BY_BYTES,
@@ -42,11 +46,7 @@ from ..protocol.commands import (
 )
 from ..protocol.requests import encode_command
 from ..stats.requests import RequestStats
-from .coordinator import Coordinator
-from .datastore import DatastorePool
 from .local import Session, answer
-from .slots import Gather, ReplySink
-from .state import StateGate
 
 __all__ = ["Dispatcher"]
 

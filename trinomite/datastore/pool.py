@@ -59,12 +59,12 @@ import trio
 
 from ..config.model import DatastoreSpec, HostPort, NodeConfig, UnixPath
 from ..errors import NodeError, redis_error
+from ..net.links import Connector, ConnState, Link, LinkFailed
+from ..net.slots import ReplySink
+from ..net.sockets import connect_tcp, connect_unix
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
-from .links import Connector, ConnState, Link, LinkFailed
-from .slots import ReplySink
-from .sockets import connect_tcp, connect_unix
 
 __all__ = ["DatastoreConnection", "DatastorePool", "ReplySink"]
 

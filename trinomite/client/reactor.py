@@ -52,12 +52,12 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from ..net.links import WriteHold
+from ..net.sockets import LeanSocketStream, accept_forever
 from ..protocol.requests import Limits, RequestParser
 from ..stats.requests import RequestStats
 from .dispatch import Dispatcher
-from .links import WriteHold
 from .local import Session
-from .sockets import LeanSocketStream, accept_forever
 
 __all__ = ["ClientConnection", "ClientCounters", "ClientReactor", "serve_clients"]
 

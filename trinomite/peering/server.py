@@ -36,15 +36,15 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from ..datastore.gate import StateGate
+from ..net.links import WriteHold
+from ..net.slots import Parker, Slot, SlotGroup
+from ..net.sockets import LeanSocketStream, accept_forever
 from ..protocol import replies as r
 from ..protocol.commands import lookup
 from ..protocol.peer import Frame, FrameParser, MessageType, header_template
 from ..protocol.requests import parse_one
 from .coordinator import Coordinator
-from .links import WriteHold
-from .slots import Parker, Slot, SlotGroup
-from .sockets import LeanSocketStream, accept_forever
-from .state import StateGate
 
 __all__ = ["PeerServerCounters", "serve_peers"]
 

@@ -32,8 +32,8 @@ import trio
 
 from ..admin.api import NodeState
 from ..errors import NodeError, redis_error
-from .datastore import DatastorePool
-from .slots import Parker, ReplySink
+from ..net.slots import Parker, ReplySink
+from .pool import DatastorePool
 
 __all__ = ["SETTABLE_STATES", "StateGate"]
 

@@ -1,0 +1,1 @@
+"""Peering: outgoing peer links and pools, the peer listener, and the cluster coordinator."""
