@@ -10,6 +10,7 @@ import pytest
 from trinomite.cluster.routing import Mode, PlanCache, plan
 from trinomite.config import parse_config
 from trinomite.config.model import Consistency
+from trinomite.config.topology import topology_of
 from trinomite.protocol.peer import MessageType
 from trinomite.ring.topology import LOCAL_TOKEN, PeerInfo, RackRing, Topology, TopologyError
 
@@ -65,7 +66,7 @@ def test_duplicate_tokens_and_empty_racks_are_refused():
 def test_quickstart_routing_example_from_dynomite():
     example = json.loads((VECTORS / "dynomite_hashes.json").read_text())["routing_example"]
     config = parse_config((CONF / "redis_rack1_node1.yml").read_text(), "quickstart")
-    topology = Topology.from_config(config)
+    topology = topology_of(config)
     assert sorted(set(topology.own_ring.tokens)) == example["rack_tokens"]
     for key, token in example["owner_token_by_key"].items():
         owner = topology.own_ring.owner(topology.token(key.encode()))

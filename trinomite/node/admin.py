@@ -27,24 +27,28 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from .._version import __version__
 from ..admin.api import NodeState, PeerAction
-from ..config.model import Consistency
-from ..datastore.gate import SETTABLE_STATES
+from ..client.dispatch import Dispatcher
+from ..client.reactor import ClientCounters
+from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
+from ..datastore.gate import SETTABLE_STATES, StateGate
+from ..datastore.pool import DatastorePool
 from ..logs import LEVELS, python_level
 from ..net.links import ConnState, Link
+from ..peering.coordinator import ClusterCounters, Coordinator
+from ..peering.pools import PeerPools
+from ..peering.server import PeerServerCounters
+from ..ring.topology import Topology
 from ..stats.histogram import Histogram
 from ..stats.metrics import info_json, prometheus
 from ..stats.requests import RequestStats
 
-if TYPE_CHECKING:
-    from .supervisor import Node
-
-__all__ = ["EventHub", "NodeAdmin"]
+__all__ = ["AdminTarget", "EventHub", "NodeAdmin"]
 
 EVENT_QUEUE = 256
 
@@ -83,10 +87,30 @@ def _rss_bytes() -> int:
         return 0
 
 
+class AdminTarget(Protocol):
+    """The parts of a running node the admin interface reads and controls (``Node``)."""
+
+    config: NodeConfig
+    topology: Topology
+    client_address: HostPort | UnixPath
+    #: The levels new client connections get (REST /set_consistency).
+    read_consistency: Consistency
+    write_consistency: Consistency
+    pool: DatastorePool
+    peers: PeerPools
+    gate: StateGate
+    dispatcher: Dispatcher
+    coordinator: Coordinator
+    request_stats: RequestStats
+    counters: ClientCounters
+    cluster_counters: ClusterCounters
+    peer_counters: PeerServerCounters
+
+
 class NodeAdmin:
     """``AdminApi`` for one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: AdminTarget) -> None:
         self.node = node
         self.events = EventHub()
         self.started = time.time()
@@ -394,7 +418,7 @@ class NodeAdmin:
                 self.events.publish("datastore_lost", connection=link.name)
 
 
-def _peer_links(node: Node) -> list[Any]:
+def _peer_links(node: AdminTarget) -> list[Any]:
     return [c for pool in node.peers.pools.values() for c in pool.connections]
 
 

@@ -45,6 +45,7 @@ from ..client.dispatch import Dispatcher
 from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
 from ..config.model import DataStore, HostPort, NodeConfig, SecureServerOption, UnixPath
+from ..config.topology import topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
 from ..net.links import Link, WriteHold
@@ -302,7 +303,7 @@ def _topology(config: NodeConfig) -> Topology:
     if not config.tokens and not config.dyn_seeds:
         config = attrs.evolve(config, tokens=(0,))
     try:
-        return Topology.from_config(config)
+        return topology_of(config)
     except TopologyError as exc:
         raise ValueError(f"{config.source}: {exc}") from None
 

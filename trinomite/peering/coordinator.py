@@ -29,10 +29,11 @@ local datastore and re-sent to the owner in each other rack of this DC
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 
 from ..admin.api import NodeState
-from ..client.local import Session
 from ..cluster.quorum import EachQuorum, QuorumDecision
 from ..cluster.routing import Mode, Plan, PlanCache, Target
 from ..config.model import Consistency, NodeConfig
@@ -47,7 +48,21 @@ from ..protocol.requests import encode_command
 from ..ring.topology import LOCAL_TOKEN, Topology
 from .pools import PeerPools
 
-__all__ = ["ClusterCounters", "Coordinator"]
+__all__ = ["Caller", "ClusterCounters", "Coordinator"]
+
+
+class Caller(Protocol):
+    """What the coordinator needs of the client connection a request came from."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def protocol(self) -> int: ...
+    @property
+    def read_consistency(self) -> Consistency: ...
+    @property
+    def write_consistency(self) -> Consistency: ...
+
 
 #: Extra time a peer gets beyond ``timeout`` (Dynomite's dnode_peer_timeout).
 SAME_DC_EXTRA = 0.2
@@ -237,7 +252,7 @@ class Coordinator:
     # -- entry points --------------------------------------------------------
 
     def route_run(
-        self, session: Session, run: list[list[bytes]], gather: Gather, now: float
+        self, session: Caller, run: list[list[bytes]], gather: Gather, now: float
     ) -> None:
         """Route consecutive validated requests, their replies into ``gather`` in order.
 
@@ -263,7 +278,7 @@ class Coordinator:
             self._local_run(session, group, gather.slot(), now)
 
     def route(
-        self, session: Session, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float
+        self, session: Caller, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float
     ) -> None:
         """Send one client request; its reply will be set on ``sink``."""
         route = spec.route
@@ -302,7 +317,7 @@ class Coordinator:
         self.replicate(session, self._key_token(keys[0]), raw, write, level, sink, now)
 
     def _answered_locally(
-        self, session: Session, spec: CommandSpec, args: list[bytes], now: float
+        self, session: Caller, spec: CommandSpec, args: list[bytes], now: float
     ) -> bytes | None:
         """The request's bytes if its client reply is the local datastore's alone.
 
@@ -343,7 +358,7 @@ class Coordinator:
             self._last_token = self.topology.token(key)
         return self._last_token
 
-    def _local_run(self, session: Session, group: list[bytes], sink: ReplySink, now: float) -> None:
+    def _local_run(self, session: Caller, group: list[bytes], sink: ReplySink, now: float) -> None:
         raw = b"".join(group)
         deadline = now + self.timeout
         self.local.pool.send(session.id, session.protocol, raw, len(group), sink, deadline)
@@ -373,7 +388,7 @@ class Coordinator:
 
     def replicate(
         self,
-        session: Session,
+        session: Caller,
         token: int,
         raw: bytes,
         write: bool,
@@ -423,7 +438,7 @@ class Coordinator:
 
     def _scatter(
         self,
-        session: Session,
+        session: Caller,
         spec: CommandSpec,
         args: list[bytes],
         keys: list[bytes],
@@ -456,7 +471,7 @@ class Coordinator:
             raw = encode_command(fragment)
             self.replicate(session, token, raw, write, level, merge.part(indices), now, True)
 
-    def _to_all(self, session: Session, args: list[bytes], sink: ReplySink, now: float) -> None:
+    def _to_all(self, session: Caller, args: list[bytes], sink: ReplySink, now: float) -> None:
         raw = encode_command(args)
         self._local(session, raw, sink, now, True)
         flags = FLAG_RESP3 if session.protocol == 3 else 0
@@ -469,14 +484,12 @@ class Coordinator:
                     peer.name, session.id, MessageType.REQ, raw, self._swallow, deadline, flags
                 )
 
-    def _local(
-        self, session: Session, raw: bytes, sink: ReplySink, now: float, write: bool
-    ) -> None:
+    def _local(self, session: Caller, raw: bytes, sink: ReplySink, now: float, write: bool) -> None:
         self.local.send(session.id, session.protocol, raw, sink, now + self.timeout, write)
 
     def _send(
         self,
-        session: Session,
+        session: Caller,
         target: Target,
         raw: bytes,
         sink: ReplySink,

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Every rack holds the whole data set; inside a rack keys are sharded over a
 token ring.  A ``Topology`` is built once from the node's config (its own
-``dc``/``rack``/``tokens`` plus ``dyn_seeds``) and never mutated: a future
+``dc``/``rack``/``tokens`` plus ``dyn_seeds``: ``config.topology_of``) and never mutated: a future
 membership change builds a new one and swaps the reference.
 
     Topology
@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from ..config.model import NodeConfig
 from .hashing import lookup, tagged
 
 __all__ = ["LOCAL_TOKEN", "PeerInfo", "RackRing", "Topology", "TopologyError"]
@@ -127,20 +126,6 @@ class Topology:
             for dc in sorted(grouped)
         }
         return cls(local, peers, racks, hash_name, hash_tag)
-
-    @classmethod
-    def from_config(cls, config: NodeConfig) -> Topology:
-        listen = config.dyn_listen
-        host, port = (listen.host, listen.port) if listen else ("0.0.0.0", 0)
-        local = PeerInfo(
-            f"{host}:{port}", host, port, config.datacenter, config.rack, config.tokens, True
-        )
-        others = [
-            PeerInfo(f"{s.host}:{s.port}", s.host, s.port, s.dc, s.rack, s.tokens)
-            for s in config.dyn_seeds
-        ]
-        tag = config.hash_tag.encode() if config.hash_tag else None
-        return cls.from_peers(local, others, config.hash, tag)
 
     def with_local_address(self, host: str, port: int) -> Topology:
         """The same cluster with this node's real peer address (after binding port 0)."""
