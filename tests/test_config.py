@@ -137,6 +137,15 @@ SAMPLES = {
     "shutdown_grace": "0",
     "feed_interval": "250",
     "admin_token": "s3cret",
+    "tls_cert_file": "tls/node.crt",
+    "tls_key_file": "tls/node.key",
+    "tls_ca_file": "tls/ca.crt",
+    "tls_handshake_timeout": "2000",
+    "client_tls": "true",
+    "client_tls_cert_file": "tls/client-listener.crt",
+    "client_tls_key_file": "tls/client-listener.key",
+    "client_tls_ca_file": "tls/clients-ca.crt",
+    "client_tls_verify": "optional",
 }
 
 
@@ -569,7 +578,6 @@ def test_ignored_keys_are_the_documented_ones():
         "server_failure_limit",
         "recon_key_file",
         "recon_iv_file",
-        "pem_key_file",
         "env",
         "mbuf_size",
     }

@@ -31,7 +31,7 @@ async def test_a_standby_peer_refuses_what_a_coordinator_sends_it():
         assert await in_thread(client.get, key) == b"1"
 
 
-def test_encrypted_peer_links_are_not_silently_plaintext():
+def test_encrypted_peer_links_are_not_silently_plaintext(tmp_path):
     from trinomite import DatastoreSpec, HostPort, Node, NodeConfig
     from trinomite.config.model import SecureServerOption, Seed
 
@@ -41,9 +41,12 @@ def test_encrypted_peer_links_are_not_silently_plaintext():
         tokens=(0,),
         dyn_seeds=(Seed("127.0.0.1", 1, "r2", "dc1", (0,)),),
         secure_server_option=SecureServerOption.DATACENTER,
+        pem_key_file=str(tmp_path / "missing.pem"),
     )
-    with pytest.raises(ValueError, match="TLS peer links are not implemented yet"):
+    # No key and no certificate: the node refuses to start instead of running plaintext.
+    with pytest.raises(ValueError, match=r"pem_key_file: .*missing\.pem: No such file") as info:
         Node(config)
+    assert "python -m trinomite certs shared-key" in str(info.value)
 
 
 def test_settings_for_unbuilt_features_are_announced(caplog):

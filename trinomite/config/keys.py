@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from trinomite.config.model import (
+    ClientVerify,
     Consistency,
     DataStore,
     DatastoreSpec,
@@ -399,6 +400,11 @@ def _extension(name: str, lo: int, hi: int, unit: str, help: str) -> Key:
     return Key(name, number(lo, hi, unit, zero_is_default=False), help, extension=True)
 
 
+def _file(name: str, help: str) -> Key:
+    """A file-path trinomite extension key."""
+    return Key(name, PATH, help, extension=True)
+
+
 _UNUSED = "parsed and unused by Dynomite, and unused by trinomite"
 _NO_EFFECT = "has no effect in Dynomite (code reading), and none in trinomite"
 _RECON = "used only by Dynomite's deprecated anti-entropy module"
@@ -483,9 +489,9 @@ KEYS: tuple[Key, ...] = (
     Key(
         "pem_key_file",
         PATH,
-        "Shared RSA key for peer encryption.",
-        Status.DEAD,
-        "trinomite encrypts peer links with TLS certificates, not a shared RSA key",
+        "Dynomite's shared RSA key; secures peer links when no tls_cert_file is set.",
+        differs="Links run TLS with a certificate derived from the key, pinned to it "
+        "(docs/tls.md); not wire-compatible with Dynomite's encryption.",
     ),
     Key("recon_key_file", PATH, "Anti-entropy key file.", Status.DEAD, _RECON),
     Key("recon_iv_file", PATH, "Anti-entropy IV file.", Status.DEAD, _RECON),
@@ -538,6 +544,22 @@ KEYS: tuple[Key, ...] = (
         "admin_token",
         TEXT,
         "Bearer token required by state-changing admin paths.",
+        extension=True,
+    ),
+    _file("tls_cert_file", "This node's certificate (PEM; may hold its chain)."),
+    _file("tls_key_file", "The certificate's private key (PEM)."),
+    _file("tls_ca_file", "CA certificate(s) that peers' certificates must chain to."),
+    _extension(
+        "tls_handshake_timeout", 1, INT_MAX, "milliseconds", "Longest a TLS handshake may take."
+    ),
+    Key("client_tls", FLAG, "Serve clients over TLS on listen.", extension=True),
+    _file("client_tls_cert_file", "Client listener's certificate (default: tls_cert_file)."),
+    _file("client_tls_key_file", "Client listener's key (default: tls_key_file)."),
+    _file("client_tls_ca_file", "CA for client certificates (default: tls_ca_file)."),
+    Key(
+        "client_tls_verify",
+        choice({v.value: v for v in ClientVerify}),
+        "Whether TLS clients must present a certificate signed by client_tls_ca_file.",
         extension=True,
     ),
 )

@@ -21,6 +21,7 @@ import enum
 import attrs
 
 __all__ = [
+    "ClientVerify",
     "Consistency",
     "DataStore",
     "DatastoreSpec",
@@ -39,6 +40,14 @@ class Consistency(enum.Enum):
     DC_QUORUM = "DC_QUORUM"
     DC_SAFE_QUORUM = "DC_SAFE_QUORUM"
     DC_EACH_SAFE_QUORUM = "DC_EACH_SAFE_QUORUM"
+
+
+class ClientVerify(enum.Enum):
+    """Whether TLS clients must present a certificate (trinomite extension)."""
+
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
 
 
 class SecureServerOption(enum.Enum):
@@ -208,6 +217,21 @@ class NodeConfig:
     #: Bearer token for state-changing admin paths.  Without one, those paths
     #: are refused when the admin port is bound to a non-loopback address.
     admin_token: str | None = None
+    #: This node's TLS certificate (PEM, may carry its chain), key and the
+    #: cluster CA that peers' certificates must chain to (docs/tls.md).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    #: Longest a TLS handshake may take, peer or client, in ms.
+    tls_handshake_timeout: int = 5000
+    #: Serve clients over TLS on ``listen``.
+    client_tls: bool = False
+    #: Client-listener certificate, key and CA; default to the tls_* files.
+    client_tls_cert_file: str | None = None
+    client_tls_key_file: str | None = None
+    client_tls_ca_file: str | None = None
+    #: Whether clients must present a certificate from ``client_tls_ca_file``.
+    client_tls_verify: ClientVerify = ClientVerify.NONE
 
     @property
     def datastore(self) -> DatastoreSpec:

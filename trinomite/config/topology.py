@@ -20,7 +20,7 @@ def topology_of(config: NodeConfig) -> Topology:
         f"{host}:{port}", host, port, config.datacenter, config.rack, config.tokens, True
     )
     others = [
-        PeerInfo(f"{s.host}:{s.port}", s.host, s.port, s.dc, s.rack, s.tokens)
+        PeerInfo(f"{s.host}:{s.port}", s.host, s.port, s.dc, s.rack, s.tokens, alias=s.name)
         for s in config.dyn_seeds
     ]
     tag = config.hash_tag.encode() if config.hash_tag else None

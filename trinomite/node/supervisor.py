@@ -44,7 +44,7 @@ from ..admin.server import serve_admin
 from ..client.dispatch import Dispatcher
 from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
-from ..config.model import DataStore, HostPort, NodeConfig, SecureServerOption, UnixPath
+from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..config.topology import topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
@@ -63,6 +63,7 @@ from ..peering.server import PeerConnectionHandler, PeerServerCounters, serve_pe
 from ..protocol.requests import Limits
 from ..ring.topology import Topology, TopologyError
 from ..stats.requests import RequestStats
+from ..tls.peers import TlsState
 from .admin import NodeAdmin
 
 __all__ = ["ListenSockets", "Node", "open_node", "serve_node"]
@@ -98,21 +99,16 @@ class Node:
             raise ValueError(
                 "data_store: 1 (memcached) is not supported yet; trinomite proxies Redis"
             )
-        if config.secure_server_option is not SecureServerOption.NONE and config.dyn_seeds:
-            # Never fall back to plaintext when encryption was asked for.
-            raise ValueError(
-                f"secure_server_option: {config.secure_server_option.value} asks for encrypted "
-                "peer links, and trinomite's TLS peer links are not implemented yet; "
-                "use secure_server_option: none on a trusted network"
-            )
         self.config = config
         self._given = sockets or ListenSockets()
         _check_given(self._given, config)
         _warn_unbuilt(config)
         self.topology = _topology(config)
+        #: Certificates and keys in use (reloaded by SIGHUP and /tls/reload).
+        self.tls = TlsState(config)
         self.pool = DatastorePool(config)
         others = [peer for peer in self.topology.peers if not peer.local]
-        self.peers = PeerPools(config, others, config.datacenter)
+        self.peers = PeerPools(config, others, self.topology.local, self.tls)
         #: One write hold for every link and every task that submits to them.
         self.writes = WriteHold()
         for link in self._links():
@@ -241,6 +237,7 @@ class Node:
             self.peer_counters,
             self.config.timeout / 1000,
             self.writes,
+            self.tls,
         )
 
     def _peer_changed(self, name: str, up: bool) -> None:

@@ -50,6 +50,8 @@ from ..protocol.peer import FrameParser, MessageType, header_template
 from ..protocol.replies import ReplyProtocolError
 from ..ring.topology import PeerInfo
 from ..stats.histogram import Histogram
+from ..tls.peers import TlsState, dial
+from ..tls.stream import TlsHandshakeError
 
 __all__ = ["PeerConnection", "PeerPool", "PeerPools"]
 
@@ -84,6 +86,8 @@ class PeerConnection(Link):
 
     broken_error = NodeError.PEER_CONNECTION_REFUSE
     failure_types = (*Link.failure_types, ReplyProtocolError)
+    #: The TLS version of the last secured connection (None: never secured).
+    tls_version: str | None = None
 
     def __init__(
         self,
@@ -96,9 +100,21 @@ class PeerConnection(Link):
         max_backoff: float,
         preconnect: bool,
         rate: int = 0,
+        tls: TlsState | None = None,
     ) -> None:
         async def connect() -> trio.abc.Stream:
-            return await connect_tcp(peer.host, peer.port)
+            stream = await connect_tcp(peer.host, peer.port)
+            material = tls.peer if tls is not None else None
+            if material is None:
+                return stream
+            try:
+                secured = await dial(stream, material, peer, tls.timeout if tls else 0)
+            except TlsHandshakeError as exc:
+                self.tls_handshake_failures += 1
+                await trio.aclose_forcefully(stream)
+                raise LinkFailed(self.broken_error, str(exc)) from None
+            self.tls_version = secured.ssl.version()
+            return secured
 
         super().__init__(
             name=f"peer {peer.name}#{index}",
@@ -121,6 +137,10 @@ class PeerConnection(Link):
         self.responses = 0
         self.response_bytes = 0
         self.dropped = 0
+        #: Whether this link runs TLS (``secure_server_option``, Dynomite's is_secure).
+        self.secure = tls is not None
+        #: TLS handshakes that failed, and links the peer refused as mismatched.
+        self.tls_handshake_failures = 0
         self._ids = ids
         #: Frame header templates by (message type, flags): see ``header_template``.
         self._templates: dict[tuple[MessageType, int], bytes] = {}
@@ -197,6 +217,8 @@ class PeerConnection(Link):
             with self.hold:  # replies start clients' next rounds: send them together
                 for frame in parser.frames():
                     if frame.type is not MessageType.RES:
+                        if frame.type is MessageType.PARSE_ERROR:
+                            self._refused(frame.payload)
                         continue  # gossip and handshakes need no reply here
                     self.responses += 1
                     self.response_bytes += len(frame.payload)
@@ -210,6 +232,12 @@ class PeerConnection(Link):
                         entry.finish(frame.payload)
             if parser.error is not None:
                 raise LinkFailed(self.broken_error, parser.error.message)
+
+    def _refused(self, payload: bytes) -> None:
+        """The peer refused this link (TLS disagreement): fail with its reason."""
+        self.tls_handshake_failures += 1
+        reason = payload[:512].decode("utf-8", "replace")
+        raise LinkFailed(self.broken_error, f"refused by the peer: {reason}")
 
     async def _watch_deadlines(self, stream: trio.abc.Stream) -> None:
         deadlines = self._deadlines
@@ -270,7 +298,14 @@ class PeerPool:
 class PeerPools:
     """Every peer's pool, by peer name; started and supervised as one task."""
 
-    def __init__(self, config: NodeConfig, peers: list[PeerInfo], local_dc: str) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        peers: list[PeerInfo],
+        local: PeerInfo,
+        tls: TlsState | None = None,
+    ) -> None:
+        """``tls``: the node's TLS state; links it secures (is_secure) run over TLS."""
         ids = itertools.count(1)
         self._changed = trio.Event()
         #: Peers an operator marked down (REST /peer/down): routed around.
@@ -282,7 +317,8 @@ class PeerPools:
         self._was_up: dict[str, bool] = {}
         self.pools: dict[str, PeerPool] = {}
         for peer in peers:
-            same_dc = peer.dc == local_dc
+            same_dc = peer.dc == local.dc
+            secured = tls is not None and tls.secured(local, peer)
             count = config.local_peer_connections if same_dc else config.remote_peer_connections
             self.pools[peer.name] = PeerPool(
                 [
@@ -297,6 +333,7 @@ class PeerPools:
                         max_backoff=config.server_retry_timeout / 1000,
                         preconnect=config.preconnect,
                         rate=0 if same_dc else config.conn_msg_rate,
+                        tls=tls if secured else None,
                     )
                     for i in range(count)
                 ]

@@ -44,6 +44,7 @@ from ..protocol import replies as r
 from ..protocol.commands import lookup
 from ..protocol.peer import Frame, FrameParser, MessageType, header_template
 from ..protocol.requests import parse_one
+from ..tls.peers import TlsState
 from .coordinator import Coordinator
 
 __all__ = ["PeerServerCounters", "serve_peers"]
@@ -104,8 +105,15 @@ class PeerConnectionHandler:
         counters: PeerServerCounters,
         timeout: float,
         hold: WriteHold | None = None,
+        tls: TlsState | None = None,
     ) -> None:
-        self.stream = stream
+        self.accepted = stream
+        #: The stream requests are read from: ``accepted``, or TLS over it.
+        self.stream: trio.abc.Stream = stream
+        #: Admits the connection (TLS or plaintext, by secure_server_option).
+        self.tls = tls
+        #: A plaintext caller's first frame is still to be checked against the rules.
+        self._unchecked = False
         #: Held while a read's frames are started (see ``links.WriteHold``).
         self.hold = hold or WriteHold()
         self.local = local
@@ -122,7 +130,8 @@ class PeerConnectionHandler:
         counters = self.counters
         counters.dnode_client_connections += 1
         try:
-            await self._serve()
+            if await self._admit():
+                await self._serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             counters.dnode_client_eof += 1
         except Exception:
@@ -132,6 +141,30 @@ class PeerConnectionHandler:
             counters.dnode_client_connections -= 1
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
+
+    async def _admit(self) -> bool:
+        """TLS or plaintext, as this node's rules want; False if refused (and closed)."""
+        if self.tls is None:
+            return True
+        topology = self.coordinator.topology
+        stream = await self.tls.admit(self.accepted, topology.local, topology.peers)
+        if stream is None:
+            return False
+        self.stream = stream
+        self._unchecked = stream is self.accepted
+        return True
+
+    async def _refuse_plaintext(self, frames: list[Frame]) -> bool:
+        """Check a plaintext caller's first frame; True if the link was refused."""
+        self._unchecked = False
+        assert self.tls is not None
+        topology = self.coordinator.topology
+        same_dc = frames[0].same_dc
+        reason = self.tls.plaintext_refusal(self.name, same_dc, topology.local, topology.peers)
+        if not reason:
+            return False
+        await self.tls.refuse(self.stream, self.name, reason, same_dc)
+        return True
 
     async def _serve(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -155,6 +188,8 @@ class PeerConnectionHandler:
                 return
             parser.feed(data)
             frames = parser.frames()
+            if frames and self._unchecked and await self._refuse_plaintext(frames):
+                return
             if frames:
                 with self.hold:
                     self._start_round(frames)

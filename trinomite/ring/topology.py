@@ -56,6 +56,9 @@ class PeerInfo:
     rack: str
     tokens: tuple[int, ...]
     local: bool = False
+    #: The seed's optional ``[name]`` (``host:port:rack:dc:tokens name``): the
+    #: name its TLS certificate is checked against instead of ``host``.
+    alias: str | None = None
 
 
 @attrs.frozen(eq=False)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import functools
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -230,7 +230,12 @@ class Cluster:
             member._stopped.set()
 
 
-def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> list[ClusterNode]:
+PerNode = Callable[[ClusterNode], Mapping[str, Any]]
+
+
+def _configs(
+    layout: Layout, datastore: str, overrides: Mapping[str, Any], per_node: PerNode | None
+) -> list[ClusterNode]:
     members: list[ClusterNode] = []
     total = sum(count for racks in layout.values() for count in racks.values())
     # Node sockets stay bound from here on; redis-server ports come from one
@@ -267,21 +272,31 @@ def _configs(layout: Layout, datastore: str, overrides: Mapping[str, Any]) -> li
             dyn_seeds=seeds,
             **{"stats_listen": HostPort("127.0.0.1", 0), **overrides},
         )
+        if per_node is not None:
+            member.config = attrs.evolve(member.config, **per_node(member))
     return members
 
 
 @asynccontextmanager
 async def open_cluster(
-    layout: Layout, *, datastore: str = "embedded", **config: Any
+    layout: Layout,
+    *,
+    datastore: str = "embedded",
+    per_node: PerNode | None = None,
+    wait_connected: bool = True,
+    **config: Any,
 ) -> AsyncIterator[Cluster]:
     """Run ``layout`` (``{dc: {rack: nodes}}``) in-process; see the module docstring.
 
     ``config`` overrides NodeConfig fields on every node (e.g.
-    ``read_consistency=Consistency.DC_QUORUM``, ``timeout=500``).
+    ``read_consistency=Consistency.DC_QUORUM``, ``timeout=500``);
+    ``per_node(member)`` returns overrides for one node (its certificate,
+    say: see ``testing.tls``).  ``wait_connected=False`` yields as soon as
+    every node started, for tests of links that must not come up.
     """
     if datastore not in ("embedded", "redis"):
         raise ValueError("datastore must be 'embedded' or 'redis'")
-    members = _configs(layout, datastore, config)
+    members = _configs(layout, datastore, config, per_node)
     try:
         for member in members:
             if member.redis is not None:
@@ -290,8 +305,9 @@ async def open_cluster(
             cluster = Cluster(members, nursery)
             for member in members:
                 await cluster.start_node(member)
-            with trio.fail_after(CONNECT_TIMEOUT):
-                await cluster.wait_connected()
+            if wait_connected:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    await cluster.wait_connected()
             try:
                 yield cluster
             finally:
