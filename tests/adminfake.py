@@ -43,6 +43,8 @@ class FakeAdmin:
         self.peers = {name: "NORMAL" for name in peers}
         self.snapshots = 0
         self.fail_info = False
+        self.tls_reloads = 0
+        self.tls_problem = ""
         self._subscribers: list[trio.MemorySendChannel[dict[str, Any]]] = []
 
     # reads
@@ -102,6 +104,10 @@ class FakeAdmin:
 
     def set_read_repairs(self, enabled: bool) -> None:
         self.repairs = enabled
+
+    def reload_tls(self) -> str:
+        self.tls_reloads += 1
+        return self.tls_problem
 
     # events
     def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:

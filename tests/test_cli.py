@@ -230,7 +230,14 @@ def test_log_control_file_reopen_and_levels(tmp_path):
 async def test_signals_drive_shutdown_and_logging(tmp_path):
     calls = []
 
+    class RecordingAdmin:
+        def reload_tls(self):
+            calls.append("reload_tls")
+            return ""
+
     class RecordingNode:
+        admin = RecordingAdmin()
+
         async def shutdown(self):
             calls.append("shutdown")
 
@@ -250,7 +257,7 @@ async def test_signals_drive_shutdown_and_logging(tmp_path):
         async with trio.open_nursery() as nursery:
             await cli._handle_signals(signals(), RecordingNode(), log, nursery)
         assert log.verbosity == 4
-    assert sorted(calls) == ["shutdown", "stop"]
+    assert sorted(calls) == ["reload_tls", "shutdown", "stop"]
     text = path.read_text()
     for line in ("reopened log file", "log level set to 6 (INFO)", "log level set to 4 (WARN)"):
         assert line in text

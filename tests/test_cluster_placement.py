@@ -177,7 +177,7 @@ def test_cluster_ports_are_distinct_and_held_until_start() -> None:
     failed with EADDRINUSE that way).  So ``_configs`` keeps every node's
     sockets bound until the node adopts them.  No process is started here.
     """
-    members = _configs({"dc1": {"r1": 150}}, "redis", {})
+    members = _configs({"dc1": {"r1": 150}}, "redis", {}, None)
     try:
         ports = Counter(
             port

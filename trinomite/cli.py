@@ -16,7 +16,8 @@ Theory of operation
 ``_run_node`` opens the signal receiver first (so no signal is lost during
 start-up), starts ``serve_node`` with ``nursery.start`` and then handles
 signals: SIGINT/SIGTERM start a graceful ``Node.shutdown()`` (a second one
-stops the node at once), SIGHUP reopens the ``-o`` log file and
+stops the node at once), SIGHUP reopens the ``-o`` log file and reloads
+the TLS certificates and keys (``TlsState.reload``), and
 SIGTTIN/SIGTTOU raise/lower the verbosity, as in Dynomite.  When
 ``serve_node`` returns, the wrapper cancels the signal handler and
 ``trio.run`` returns.
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         from trinomite import status
 
         return status.main(argv[1:])
+    if argv[:1] == ["certs"]:  # `trinomite certs ...`: make CAs, certificates, keys
+        from trinomite.tls import command
+
+        return command.main(argv[1:])
     parser = _build_parser()
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -248,6 +253,8 @@ async def _handle_signals(
         name = signal.Signals(signum).name
         if signum not in _STOP_SIGNALS:
             _LOG_SIGNALS[signum](log)
+            if signum == signal.SIGHUP:  # and reload certificates, keeping live links
+                node.admin.reload_tls()
         elif stopping:
             _log.warning("%s again: stopping now, without waiting for requests in flight", name)
             node.stop()

@@ -96,6 +96,12 @@ class AdminApi(Protocol):
 
     def set_read_repairs(self, enabled: bool) -> None: ...
 
+    def reload_tls(self) -> str:
+        """Load the TLS certificates and keys again; the error ("" if none).
+
+        On an error the node keeps the material it had; live links are never dropped.
+        """
+
     # -- events --------------------------------------------------------------
     def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         """A new bounded event stream; close it to unsubscribe."""

@@ -267,6 +267,13 @@ def _read_repairs(enabled: bool) -> Handler:
     return handler
 
 
+def _reload_tls(api: AdminApi, params: Params) -> Response:
+    problem = api.reload_tls()
+    if problem:
+        return error(500, f"TLS reload failed, the loaded certificates stay in use: {problem}")
+    return _ok()
+
+
 # -- the table --------------------------------------------------------------------
 
 
@@ -331,6 +338,7 @@ ROUTES: tuple[Route, ...] = (
     *_peer_routes(),
     Route("/read_repairs/enable", _read_repairs(True), True, "enable read repairs"),
     Route("/read_repairs/disable", _read_repairs(False), True, "disable read repairs"),
+    Route("/tls/reload", _reload_tls, True, "reload TLS certificates and keys (as SIGHUP)"),
     Route("/", _info, False, "same as /info"),
 )
 

@@ -47,7 +47,7 @@ import itertools
 import logging
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -191,6 +191,9 @@ class ClientConnection:
             return
         if len(data) < RECEIVE_SIZE:
             self.readable = False  # drained: the next data raises a new edge
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         parser = self.parser
         parser.feed(data)
         requests = parser.parse()
@@ -281,14 +284,21 @@ class ClientReactor:
         self.draining = False
         #: Held while handling a batch of events (see ``links.WriteHold``).
         self.hold = WriteHold()
+        #: Client TLS handshakes in progress (``client.tls.admit``).
+        self.handshakes = 0
         self._epoll = select.epoll()
         self._ids = itertools.count(1)
         self._empty = trio.Event()
         self._empty.set()
 
-    def add(self, sock: socket.socket) -> None:
-        """Serve a newly accepted (non-blocking) socket."""
-        connection = ClientConnection(sock, self.make_session(sock, next(self._ids)), self)
+    def add(
+        self,
+        sock: socket.socket,
+        make: Callable[[Session], ClientConnection] | None = None,
+    ) -> None:
+        """Serve a newly accepted (non-blocking) socket; ``make`` builds a special connection."""
+        session = self.make_session(sock, next(self._ids))
+        connection = ClientConnection(sock, session, self) if make is None else make(session)
         if not self.connections:
             self._empty = trio.Event()
         self.connections[connection.fd] = connection
@@ -343,18 +353,24 @@ async def serve_clients(
     reactor: ClientReactor,
     max_clients: int,
     *,
+    secure: Callable[[LeanSocketStream], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients on every listener until cancelled and hand them to ``reactor``.
 
-    A client over ``max_clients`` is told so and closed.
+    A client over ``max_clients`` is told so and closed.  With ``secure``
+    (client TLS), each new client goes to ``secure(stream)`` in a task of its
+    own instead, which hands it to the reactor after the handshake.
     """
 
     async with trio.open_nursery() as nursery:
 
         def handle(stream: LeanSocketStream) -> None:
-            if max_clients and len(reactor.connections) >= max_clients:
+            if max_clients and len(reactor.connections) + reactor.handshakes >= max_clients:
                 nursery.start_soon(_refuse, stream)
+                return
+            if secure is not None:
+                nursery.start_soon(secure, stream)
                 return
             reactor.add(stream.socket)
 

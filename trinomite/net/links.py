@@ -158,6 +158,7 @@ class Link(abc.ABC):
         self._wanted = Parker()  # a request arrived while IDLE
         self._live: trio.CancelScope | None = None
         self._reset = False
+        self._last_failure = ""  # why the last connect failed, to log each reason once
 
     def _set_state(self, value: ConnState) -> None:
         changed = value is not self.state
@@ -232,10 +233,18 @@ class Link(abc.ABC):
                     await trio.aclose_forcefully(stream)
                     raise
         except self.connect_failures as exc:
-            # Warn once per outage; the retries that follow log at debug level.
-            level = logging.DEBUG if self.state is ConnState.DOWN else logging.WARNING
-            log.log(level, "%s: connect failed: %s", self.name, exc or type(exc).__name__)
+            # Warn once per outage and reason; retries failing alike log at debug level.
+            reason = str(exc) or type(exc).__name__
+            again = self.state is ConnState.DOWN and reason == self._last_failure
+            self._last_failure = reason
+            log.log(
+                logging.DEBUG if again else logging.WARNING,
+                "%s: connect failed: %s",
+                self.name,
+                reason,
+            )
             return None
+        self._last_failure = ""
         return stream
 
     async def _handshake(self, stream: trio.abc.Stream) -> None:

@@ -47,6 +47,7 @@ from ..ring.topology import Topology
 from ..stats.histogram import Histogram
 from ..stats.metrics import info_json, prometheus
 from ..stats.requests import RequestStats
+from ..tls.peers import TlsState
 
 __all__ = ["AdminTarget", "EventHub", "NodeAdmin"]
 
@@ -105,6 +106,7 @@ class AdminTarget(Protocol):
     counters: ClientCounters
     cluster_counters: ClusterCounters
     peer_counters: PeerServerCounters
+    tls: TlsState
 
 
 class NodeAdmin:
@@ -185,6 +187,9 @@ class NodeAdmin:
             "peer_out_queue": sum(len(c._outbox) for c in near),
             "remote_peer_out_queue": sum(len(c._outbox) for c in far),
             "peer_mismatch_requests": sum(c.mismatches for c in peers),
+            "tls_handshake_failures": sum(c.tls_handshake_failures for c in peers)
+            + sum(node.tls.inbound_failures.values()),
+            "client_tls_handshake_failures": node.tls.client_handshake_failures,
             "fragments": cluster.fragments,
             "stats_count": self.stats_reads,
             "read_failover_requests": cluster.read_failover_requests,
@@ -233,7 +238,17 @@ class NodeAdmin:
 
     def info(self) -> dict[str, Any]:
         config = self.node.config
-        extra = {"state": self.state().name, "implementation": "trinomite"}
+        tls = self.node.tls.describe()
+        tls["peers"] = {
+            name: {
+                "secured": any(c.secure for c in pool.connections),
+                "version": next((c.tls_version for c in pool.connections if c.tls_version), ""),
+                "handshake_failures": sum(c.tls_handshake_failures for c in pool.connections),
+                "certificate": next((c.tls_peer for c in pool.connections if c.tls_peer), ""),
+            }
+            for name, pool in self.node.peers.pools.items()
+        }
+        extra = {"state": self.state().name, "implementation": "trinomite", "tls": tls}
         return info_json(
             self._identity(), self.values(), config.pool_name, config.datastore.stats_name, extra
         )
@@ -266,6 +281,7 @@ class NodeAdmin:
                         "inflight": sum(c.inflight for c in links),
                         "connects": sum(c.connects for c in links),
                         "throttled": sum(c.throttled for c in links),
+                        "tls_handshake_failures": sum(c.tls_handshake_failures for c in links),
                     },
                 )
             )
@@ -401,6 +417,11 @@ class NodeAdmin:
 
     def set_read_repairs(self, enabled: bool) -> None:
         self.repairs = enabled
+
+    def reload_tls(self) -> str:
+        problem = self.node.tls.reload()
+        self.events.publish("tls_reload", ok=not problem, error=problem)
+        return problem
 
     def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return self.events.subscribe()

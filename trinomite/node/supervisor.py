@@ -13,6 +13,7 @@ Theory of operation
     |-- ClientReactor.run            every client connection, one task
     `-- accept scope
         `-- serve_clients            one accept loop per client listener
+            `-- client.tls.admit     client_tls: one short task per handshake
 
 ``task_status.started(node)`` is called only once the listeners are bound,
 so ``node.client_address`` is the real address (listen ports may be 0).
@@ -44,6 +45,7 @@ from ..admin.server import serve_admin
 from ..client.dispatch import Dispatcher
 from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
+from ..client.tls import admit as admit_client
 from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..config.topology import topology_of
 from ..datastore.gate import StateGate
@@ -218,10 +220,14 @@ class Node:
 
     async def _accept(self, *, task_status: trio.TaskStatus[None]) -> None:
         with self._accept_scope:
+            secure = None
+            if self.tls.client is not None:
+                secure = functools.partial(admit_client, state=self.tls, reactor=self.clients)
             await serve_clients(
                 self._listeners,
                 self.clients,
                 self.config.client_connections,
+                secure=secure,
                 task_status=task_status,
             )
 

@@ -50,6 +50,7 @@ from ..protocol.peer import FrameParser, MessageType, header_template
 from ..protocol.replies import ReplyProtocolError
 from ..ring.topology import PeerInfo
 from ..stats.histogram import Histogram
+from ..tls.material import subject_of
 from ..tls.peers import TlsState, dial
 from ..tls.stream import TlsHandshakeError
 
@@ -88,6 +89,8 @@ class PeerConnection(Link):
     failure_types = (*Link.failure_types, ReplyProtocolError)
     #: The TLS version of the last secured connection (None: never secured).
     tls_version: str | None = None
+    #: The subject of the certificate the peer presented on it.
+    tls_peer: str = ""
 
     def __init__(
         self,
@@ -114,6 +117,7 @@ class PeerConnection(Link):
                 await trio.aclose_forcefully(stream)
                 raise LinkFailed(self.broken_error, str(exc)) from None
             self.tls_version = secured.ssl.version()
+            self.tls_peer = subject_of(secured.ssl.getpeercert() or {})
             return secured
 
         super().__init__(

@@ -129,8 +129,9 @@ _TYPES = tuple(MessageType)
 #: What made the parser give up: see ``FrameError``.
 ErrorKind = Literal["encrypted", "compressed", "payload_too_large"]
 _WHY = {
-    "encrypted": "Dynomite's peer encryption is not supported; set secure_server_option: "
-    "none on the Dynomite nodes (links between trinomite nodes use TLS)",
+    "encrypted": "this is Dynomite's AES/RSA peer encryption, which is not TLS: Dynomite C "
+    "nodes and trinomite nodes cannot share secured links; mixed clusters need "
+    "secure_server_option: none on both sides (docs/tls.md)",
     "compressed": "compressed frames are not supported (Dynomite never implemented them)",
 }
 

@@ -122,6 +122,8 @@ pool gauge remote_peer_out_queue requests waiting to be written to remote-DC pee
 pool gauge peer_out_queue_bytes (0: not measured) bytes waiting for same-DC peers
 pool gauge remote_peer_out_queue_bytes (0: not measured) bytes waiting for remote-DC peers
 pool counter peer_mismatch_requests peer requests whose reply never came (out of order)
+pool counter tls_handshake_failures failed or refused TLS peer links, both directions (trinomite)
+pool counter client_tls_handshake_failures failed client TLS handshakes (trinomite)
 pool counter forward_error (0: counted per link) forwarding errors
 pool counter fragments fragments of scatter-gathered requests
 pool counter stats_count times the stats were read

@@ -75,7 +75,8 @@ class Issued:
     @property
     def key(self) -> Key:
         key = serialization.load_pem_private_key(self.key_pem, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ValueError(f"expected an EC or RSA key, got {type(key).__name__}")
         return key
 
 
@@ -248,4 +249,5 @@ def write_public(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a certificate (public) file, mode 0644."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(descriptor, "wb") as file:
+        os.fchmod(file.fileno(), 0o644)  # whatever the umask or an existing file's mode
         file.write(data)

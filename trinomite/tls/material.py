@@ -59,6 +59,7 @@ __all__ = [
     "load_client_context",
     "load_peer_material",
     "san_names",
+    "subject_of",
 ]
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
@@ -86,6 +87,13 @@ def san_names(peer_cert: Mapping[str, object]) -> tuple[list[str], list[str]]:
         elif kind == "URI":
             uris.append(value)
     return names, uris
+
+
+def subject_of(peer_cert: Mapping[str, object]) -> str:
+    """``CN=..., O=...`` from ``SSLObject.getpeercert()``'s dict, for logs and /info."""
+    subject = peer_cert.get("subject", ())
+    assert isinstance(subject, tuple)
+    return ", ".join(f"{key}={value}" for rdn in subject for key, value in rdn)
 
 
 def _name_matches(pattern: str, wanted: str) -> bool:
@@ -157,47 +165,39 @@ def _read(key: str, path: str) -> bytes:
         raise TlsConfigError(f"{key}: {path}: {exc.strerror or exc}") from None
 
 
-def _certificates(key: str, path: str) -> list[crypto.X509]:
+def _certificates(key: str, path: str) -> list[x509.Certificate]:
     data = _read(key, path)
     try:
-        loaded = x509.load_pem_x509_certificates(data)
+        return x509.load_pem_x509_certificates(data)
     except ValueError:
         raise TlsConfigError(f"{key}: {path}: no PEM certificate in the file") from None
-    return [crypto.X509.from_cryptography(c) for c in loaded]
 
 
-def _when(stamp: bytes | None) -> datetime.datetime | None:
-    if stamp is None:
-        return None
-    parsed = datetime.datetime.strptime(stamp.decode(), "%Y%m%d%H%M%SZ")
-    return parsed.replace(tzinfo=datetime.UTC)
-
-
-def _check_window(key: str, path: str, cert: crypto.X509) -> None:
+def _check_window(key: str, path: str, cert: x509.Certificate) -> None:
     now = datetime.datetime.now(datetime.UTC)
-    start, end = _when(cert.get_notBefore()), _when(cert.get_notAfter())
-    if end is not None and end < now:
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if end < now:
         raise TlsConfigError(f"{key}: {path}: the certificate expired on {end:%Y-%m-%d %H:%M} UTC")
-    if start is not None and start > now:
+    if start > now:
         raise TlsConfigError(
             f"{key}: {path}: the certificate is not valid before {start:%Y-%m-%d %H:%M} UTC"
         )
 
 
 def _check_pair(
-    cert_key: str, cert_path: str, cert: crypto.X509, key_key: str, key_path: str
+    cert_key: str, cert_path: str, cert: x509.Certificate, key_key: str, key_path: str
 ) -> None:
     data = _read(key_key, key_path)
     try:
-        private = crypto.load_privatekey(crypto.FILETYPE_PEM, data)
-    except crypto.Error:
+        private = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
         raise TlsConfigError(f"{key_key}: {key_path}: not an unencrypted PEM private key") from None
     context = SSL.Context(SSL.TLS_METHOD)
-    context.use_certificate(cert)
-    context.use_privatekey(private)
     try:
+        context.use_certificate(cert)
+        context.use_privatekey(private)  # type: ignore[arg-type]
         context.check_privatekey()
-    except SSL.Error:
+    except (SSL.Error, TypeError):
         raise TlsConfigError(
             f"{key_key}: {key_path}: the key does not match the certificate in "
             f"{cert_key} ({cert_path})"
@@ -205,13 +205,14 @@ def _check_pair(
 
 
 def _check_chain(
-    cert_key: str, cert_path: str, chain: list[crypto.X509], ca_key: str, ca_path: str
+    cert_key: str, cert_path: str, chain: list[x509.Certificate], ca_key: str, ca_path: str
 ) -> None:
     store = crypto.X509Store()
     for ca in _certificates(ca_key, ca_path):
-        store.add_cert(ca)
+        store.add_cert(crypto.X509.from_cryptography(ca))
+    leaf, *rest = (crypto.X509.from_cryptography(c) for c in chain)
     try:
-        crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+        crypto.X509StoreContext(store, leaf, rest).verify_certificate()
     except crypto.X509StoreContextError as exc:
         raise TlsConfigError(
             f"{cert_key}: {cert_path}: not issued by the CA in {ca_key} ({ca_path}): {exc}"
@@ -220,7 +221,7 @@ def _check_chain(
 
 def _checked(
     cert_key: str, cert_path: str, key_key: str, key_path: str, ca_key: str, ca_path: str | None
-) -> crypto.X509:
+) -> x509.Certificate:
     chain = _certificates(cert_key, cert_path)
     _check_window(cert_key, cert_path, chain[0])
     _check_pair(cert_key, cert_path, chain[0], key_key, key_path)
@@ -277,14 +278,15 @@ def _certificate_material(config: NodeConfig) -> PeerMaterial:
         except (ssl.SSLError, OSError) as exc:
             raise TlsConfigError(f"tls_ca_file: {config.tls_ca_file}: {exc}") from None
         contexts.append(context)
-    subject = cert.get_subject().CN or "?"
+    names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    subject = str(names[0].value) if names else "?"
     return PeerMaterial(
         Mode.CERTIFICATES,
         contexts[0],
         contexts[1],
         None,
         f"certificate {subject} ({cert_path})",
-        _when(cert.get_notAfter()),
+        cert.not_valid_after_utc,
     )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Iterable
@@ -66,6 +67,8 @@ TLS_HANDSHAKE_RECORD = 0x16
 MAX_TRACKED_CALLERS = 256
 #: What a dialler is told to check when the other end hung up on its TLS.
 AGREE_HINT = "is secure_server_option the same on both nodes?"
+#: How a handshake fails when the other end does not speak TLS on the link.
+_DISAGREEMENT_SIGNS = ("closed the connection", "wrong version number", "reset by peer")
 
 
 def refusal_frame(reason: str, same_dc: bool) -> bytes:
@@ -153,7 +156,21 @@ class TlsState:
         """The stream to serve an accepted peer connection on; None if refused (closed)."""
         sock = stream.socket
         name = stream.peer_name()
-        first = await _peek(sock)
+        peers = list(peers)
+        silence = None
+        if self._must_be_tls(name, local, peers):
+            silence = self.timeout  # a TLS caller speaks first: its ClientHello
+        with trio.move_on_after(silence if silence is not None else math.inf) as waited:
+            first = await _peek(sock)
+        if waited.cancelled_caught:
+            await self._refuse(
+                stream,
+                name,
+                f"sent no TLS handshake within {self.timeout:g}s, but secure_server_option: "
+                f"{self.option.value} here requires TLS on that link; {AGREE_HINT}",
+                frame=True,
+            )
+            return None
         if first != TLS_HANDSHAKE_RECORD:
             return stream
         material = self.peer
@@ -190,6 +207,16 @@ class TlsState:
             await self._refuse(tls, name, reason, frame=True)
             return None
         return tls
+
+    def _must_be_tls(self, name: str, local: PeerInfo, peers: list[PeerInfo]) -> bool:
+        """Whether this caller must use TLS, known before it sends a byte."""
+        if self.peer is None:
+            return False
+        if self.option is SecureServerOption.ALL:
+            return True
+        host = name.rpartition(":")[0]
+        caller = identify(peers, (), [host]) if host else None
+        return caller is not None and self.secured(local, caller)
 
     def plaintext_refusal(
         self, name: str, same_dc: bool, local: PeerInfo, peers: Iterable[PeerInfo]
@@ -259,7 +286,7 @@ async def dial(
         raise TlsHandshakeError(f"TLS handshake timed out after {handshake_timeout:g}s") from None
     except TlsHandshakeError as exc:
         text = str(exc)
-        if "closed the connection" in text or "wrong version number" in text:
+        if any(sign in text for sign in _DISAGREEMENT_SIGNS):
             text = f"{text} ({AGREE_HINT})"
         raise TlsHandshakeError(f"TLS handshake failed: {text}") from None
     der = tls.ssl.getpeercert(binary_form=True)

@@ -61,10 +61,10 @@ class TlsStream(trio.abc.Stream):
         server_hostname: str | None = None,
     ) -> None:
         self.transport = transport
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
         self.ssl = context.wrap_bio(
-            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+            self.incoming, self.outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self._server_side = server_side
         #: Application bytes that arrived while confirming the handshake.
@@ -78,11 +78,11 @@ class TlsStream(trio.abc.Stream):
         data = await self.transport.receive_some(RECEIVE_SIZE)
         if not data:
             raise TlsHandshakeError("the other end closed the connection during the handshake")
-        self._in.write(data)
+        self.incoming.write(data)
 
     async def _send_pending(self) -> None:
-        if self._out.pending:
-            await self.transport.send_all(self._out.read())
+        if self.outgoing.pending:
+            await self.transport.send_all(self.outgoing.read())
 
     async def handshake(self, *, confirm: bool = False) -> None:
         """Complete the handshake; raise ``TlsHandshakeError`` with the reason.
@@ -102,9 +102,15 @@ class TlsStream(trio.abc.Stream):
             if confirm and not self._server_side and self.ssl.version() == "TLSv1.3":
                 await self._confirm()
         except ssl.SSLError as exc:
+            self._send_alert()  # tell the other end why, as OpenSSL wrote it
             raise TlsHandshakeError(_reason(exc)) from None
         except (trio.BrokenResourceError, OSError) as exc:
             raise TlsHandshakeError(f"connection failed during the handshake: {exc}") from None
+
+    def _send_alert(self) -> None:
+        if self.outgoing.pending:
+            with contextlib.suppress(OSError):
+                self.transport.socket.send(self.outgoing.read())
 
     async def _confirm(self) -> None:
         while True:
@@ -140,7 +146,7 @@ class TlsStream(trio.abc.Stream):
                 data = await self.transport.receive_some(RECEIVE_SIZE)
                 if not data:
                     return b""
-                self._in.write(data)
+                self.incoming.write(data)
             except ssl.SSLZeroReturnError:
                 return b""
             except ssl.SSLError as exc:
@@ -154,7 +160,7 @@ class TlsStream(trio.abc.Stream):
                 view = view[written:]
         except ssl.SSLError as exc:
             raise trio.BrokenResourceError(f"TLS: {_reason(exc)}") from exc
-        await self.transport.send_all(self._out.read())
+        await self.transport.send_all(self.outgoing.read())
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport.wait_send_all_might_not_block()
@@ -169,9 +175,9 @@ class TlsStream(trio.abc.Stream):
         """Send close_notify if the socket takes it at once, then close."""
         with contextlib.suppress(ssl.SSLError, OSError):
             self.ssl.unwrap()
-        if self._out.pending:
+        if self.outgoing.pending:
             with contextlib.suppress(OSError):
-                self.transport.socket.send(self._out.read())
+                self.transport.socket.send(self.outgoing.read())
         await self.transport.aclose()
 
 
