@@ -12,6 +12,11 @@
 # through the Lab (which records them for cleanup) and returns the RESP port to
 # bench. To add one (e.g. a trinomite cluster), write such a function, using
 # lab.start_redis() and start_trinomite_node(), and register it in TARGETS.
+# cluster-one-tls is cluster-one with `secure_server_option: all`: the same two
+# racks, but the peer link between them runs mutual TLS with certificates made
+# here by trinomite.tls.certs; the start checks the link really is TLS. Each
+# TLS target names its plaintext twin in TLS_TWINS, and the summary prints the
+# TLS cost (throughput lost, CPU per request gained) against that twin.
 # CPU used by other processes during the run is measured and reported, since
 # on a shared 2-core machine it silently skews every figure. So is each proxy's
 # own CPU time per request (from /proc/PID/stat around every redis-benchmark
@@ -31,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +280,7 @@ def start_trinomite_node(
     items: dict[str, str | int | list[str]],
     port: int = 0,
     dyn_port: int = 0,
+    stats_port: int = 0,
 ) -> int:
     """Start `python -m trinomite` on a generated Dynomite-style config."""
     port = port or free_port()
@@ -282,7 +289,7 @@ def start_trinomite_node(
         {
             "listen": f"{HOST}:{port}",
             "dyn_listen": f"{HOST}:{dyn_port or free_port()}",
-            "stats_listen": f"{HOST}:{free_port()}",
+            "stats_listen": f"{HOST}:{stats_port or free_port()}",
             **items,
         },
     )
@@ -324,18 +331,105 @@ def quorum_write_ok(port: int) -> bool:
         return False
 
 
-def start_cluster(lab: Lab, opts: Options, consistency: str) -> int:
-    """Two racks of one node each (each node its own process and redis-server)."""
+def cluster_certificates(lab: Lab, racks: list[str], dyn_ports: list[int]) -> list[dict[str, str]]:
+    """A CA and one certificate per node (URI SAN for its dyn_listen); its tls_* settings."""
+    if str(REPO) not in sys.path:  # the nodes get REPO on PYTHONPATH; this script may not
+        sys.path.insert(0, str(REPO))
+    from trinomite.tls import certs
+    from trinomite.tls.policy import node_uri
+
+    directory = lab.workdir / "tls"
+    directory.mkdir(exist_ok=True)
+    ca = certs.make_ca("trinomite bench CA", days=2)
+    ca_file = directory / "ca.crt"
+    certs.write_public(ca_file, ca.cert_pem)
+    settings = []
+    for rack, dyn_port in zip(racks, dyn_ports, strict=True):
+        issued = certs.issue(
+            ca,
+            f"{HOST}:{dyn_port}",
+            [HOST],
+            [node_uri("dc1", rack, HOST, dyn_port)],
+            unit=f"dc1/{rack}",
+            days=2,
+        )
+        cert, key = directory / f"{rack}.crt", directory / f"{rack}.key"
+        certs.write_public(cert, issued.cert_pem)
+        certs.write_key(key, issued.key_pem)
+        settings.append(
+            {
+                "secure_server_option": "all",
+                "tls_cert_file": str(cert),
+                "tls_key_file": str(key),
+                "tls_ca_file": str(ca_file),
+            }
+        )
+    return settings
+
+
+def admin_info(port: int) -> dict[str, Any]:
+    """A node's admin /info JSON."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/info", timeout=2) as reply:
+        info: dict[str, Any] = json.loads(reply.read())
+    return info
+
+
+#: Log text of a refused or failed secured link: the receiver's "peer X: refused: ...",
+#: the dialler's "TLS handshake failed/timed out ..." and "TLS peer refused: ...".
+TLS_TROUBLE = ("refused:", "TLS handshake", "TLS peer")
+
+
+def tls_problems(procs: list[Proc], stats_ports: list[int]) -> list[str]:
+    """Why the started TLS cluster's peer links might not be TLS ([] if they are).
+
+    The quorum write that already went through needed a working link, and with
+    `secure_server_option: all` a receiver refuses plaintext peers; on top of
+    that no log may show a refused or failed TLS link, and where /info has a
+    `tls` section every peer link must report a negotiated TLS version.
+    """
+    problems = []
+    for proc in procs:
+        for line in proc.log.read_text(errors="replace").splitlines():
+            if any(trouble in line for trouble in TLS_TROUBLE):
+                problems.append(f"{proc.name}: {line.strip()}")
+    for proc, stats_port in zip(procs, stats_ports, strict=True):
+        try:
+            tls = admin_info(stats_port).get("tls")
+        except (OSError, ValueError) as exc:  # URLError and timeouts are OSErrors
+            problems.append(f"{proc.name}: no /info on :{stats_port}: {exc}")
+            continue
+        if tls is None:  # an /info without TLS details: the log and write checks stand
+            continue
+        if tls.get("secure_server_option") != "all":
+            problems.append(f"{proc.name}: /info says secure_server_option {tls!r}")
+        for peer, link in tls.get("peers", {}).items():
+            if not link.get("secured") or not str(link.get("version", "")).startswith("TLS"):
+                problems.append(f"{proc.name}: link to {peer} is not TLS (yet): {link}")
+        if tls.get("inbound_handshake_failures"):
+            problems.append(f"{proc.name}: {tls['inbound_handshake_failures']}")
+    return problems
+
+
+def start_cluster(lab: Lab, opts: Options, consistency: str, tls: bool = False) -> int:
+    """Two racks of one node each (each node its own process and redis-server).
+
+    With ``tls`` every peer link runs mutual TLS (``secure_server_option: all``,
+    one certificate per node from a fresh CA), checked after start.
+    """
     ports = [free_port(), free_port()]
     dyn_ports = [free_port(), free_port()]
+    stats_ports = [free_port(), free_port()]
     racks = ["rack1", "rack2"]
+    label = consistency + ("-tls" if tls else "")
+    secure = cluster_certificates(lab, racks, dyn_ports) if tls else [{}, {}]
+    names = [f"trinomite-{label}-{rack}" for rack in racks]
     first = 0
     for i in (1, 0):  # the node the benchmark talks to starts last
         other = 1 - i
-        backend = lab.start_redis(f"redis-{consistency}-{racks[i]}")
+        backend = lab.start_redis(f"redis-{label}-{racks[i]}")
         first = start_trinomite_node(
             lab,
-            f"trinomite-{consistency}-{racks[i]}",
+            names[i],
             {
                 "servers": [f"{HOST}:{backend}:1"],
                 "tokens": "'0'",
@@ -347,15 +441,25 @@ def start_cluster(lab: Lab, opts: Options, consistency: str) -> int:
                 "write_consistency": consistency,
                 "server_retry_timeout": 1000,
                 "datastore_connections": opts.datastore_connections,
+                **secure[i],
             },
             port=ports[i],
             dyn_port=dyn_ports[i],
+            stats_port=stats_ports[i],
         )
+    nodes = [next(p for p in lab.procs if p.name == name) for name in names]
     deadline = time.monotonic() + 20
     while not quorum_write_ok(first):
         if time.monotonic() > deadline:
-            raise RuntimeError("cluster peer links did not come up within 20 s")
+            logs = "".join(tail(p) for p in nodes)
+            raise RuntimeError(f"cluster peer links did not come up within 20 s{logs}")
         time.sleep(0.05)
+    # The node started first dialled the other before it listened and retries
+    # after a backoff (server_retry_timeout), so its link may still be down.
+    while tls and (problems := tls_problems(nodes, stats_ports)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("TLS cluster links are not clean TLS:\n  " + "\n  ".join(problems))
+        time.sleep(0.1)
     return first
 
 
@@ -365,6 +469,10 @@ def start_cluster_one(lab: Lab, opts: Options) -> int:
 
 def start_cluster_quorum(lab: Lab, opts: Options) -> int:
     return start_cluster(lab, opts, "DC_QUORUM")
+
+
+def start_cluster_one_tls(lab: Lab, opts: Options) -> int:
+    return start_cluster(lab, opts, "DC_ONE", tls=True)
 
 
 def start_naive(lab: Lab, opts: Options) -> int:
@@ -382,7 +490,10 @@ TARGETS: dict[str, Starter] = {
     "naive": start_naive,
     "cluster-one": start_cluster_one,
     "cluster-quorum": start_cluster_quorum,
+    "cluster-one-tls": start_cluster_one_tls,
 }
+#: TLS target -> its plaintext twin, for the summary's "TLS cost".
+TLS_TWINS = {"cluster-one-tls": "cluster-one"}
 
 # ---- measuring -------------------------------------------------------------
 
@@ -440,7 +551,7 @@ def run_rounds(lab: Lab, ports: dict[str, int], args: argparse.Namespace) -> lis
                     )
                 got = "  ".join(f"{t} {rows[t]['rps']:>10,.0f}" for t in TESTS)
                 cpu = f"  proxy CPU {cpu_us:5.1f} us/req" if cpu_us is not None else ""
-                print(f"  round {rnd + 1}  {name:<10} {mode:<4} {got}{cpu}", flush=True)
+                print(f"  round {rnd + 1}  {name:<15} {mode:<4} {got}{cpu}", flush=True)
     return samples
 
 
@@ -450,12 +561,21 @@ def summarise_cpu(samples: list[Row], names: list[str]) -> list[Row]:
     for s in samples:
         if s["cpu_us"] is not None and s["test"] == TESTS[0]:  # one per invocation
             cells.setdefault((s["target"], s["mode"]), []).append(s["cpu_us"])
-    return [
-        {"target": name, "mode": mode, "cpu_us": statistics.median(cells[(name, mode)])}
-        for name in names
-        for mode in MODES
-        if (name, mode) in cells
-    ]
+    out: list[Row] = []
+    for name in names:
+        for mode in MODES:
+            if (name, mode) not in cells:
+                continue
+            row: Row = {
+                "target": name,
+                "mode": mode,
+                "cpu_us": statistics.median(cells[name, mode]),
+            }
+            plain = statistics.median(cells.get((TLS_TWINS.get(name, ""), mode)) or [0.0])
+            if plain:  # 0: no twin, or too few requests for one clock tick of CPU
+                row["tls_cpu_cost"] = row["cpu_us"] / plain - 1
+            out.append(row)
+    return out
 
 
 def print_cpu_table(cpu: list[Row]) -> None:
@@ -463,14 +583,36 @@ def print_cpu_table(cpu: list[Row]) -> None:
         return
     by_cell = {(r["target"], r["mode"]): r["cpu_us"] for r in cpu}
     print("\nproxy CPU per request (us, SET and GET together, median; lower is better):")
-    print(f"{'target':<14} " + " ".join(f"{m:>8} {'vs naive':>9}" for m in MODES))
+    print(f"{'target':<15} " + " ".join(f"{m:>8} {'vs naive':>9}" for m in MODES))
     for name in dict.fromkeys(r["target"] for r in cpu):
         cells = []
         for mode in MODES:
             value, naive = by_cell.get((name, mode)), by_cell.get(("naive", mode))
             ratio = f"{value / naive:8.2f}x" if value and naive else f"{'-':>9}"
             cells.append(f"{value:8.2f} {ratio}" if value is not None else f"{'-':>8} {'-':>9}")
-        print(f"{name:<14} " + " ".join(cells))
+        print(f"{name:<15} " + " ".join(cells))
+
+
+def print_tls_cost(summary: list[Row], cpu: list[Row]) -> None:
+    """Each TLS target against its plaintext twin, per test and mode (medians)."""
+    rows = [r for r in summary if "tls_cost" in r]
+    if not rows:
+        return
+    cpu_cells = {(r["target"], r["mode"]): r for r in cpu}
+    rps_cells = {(r["target"], r["test"], r["mode"]): r["median"] for r in summary}
+    print("\nTLS cost (req/s: 1 - TLS/plaintext; CPU: TLS/plaintext - 1; >0 = TLS is dearer):")
+    head = f"{'TLS target':<16} {'vs':<12} {'test':<4} {'mode':<4}"
+    print(f"{head} {'plain req/s':>12} {'TLS req/s':>11} {'TLS cost':>9} {'CPU cost':>9}")
+    for r in rows:
+        twin = TLS_TWINS[r["target"]]
+        cpu_row = cpu_cells.get((r["target"], r["mode"]), {})
+        cpu_cost = f"{cpu_row['tls_cpu_cost']:>9.1%}" if "tls_cpu_cost" in cpu_row else f"{'-':>9}"
+        print(
+            f"{r['target']:<16} {twin:<12} {r['test']:<4} {r['mode']:<4} "
+            f"{rps_cells[(twin, r['test'], r['mode'])]:>12,.0f} {r['median']:>11,.0f} "
+            f"{r['tls_cost']:>9.1%} {cpu_cost}"
+        )
+    print("  (CPU per request is per redis-benchmark run, SET and GET together: same in both rows)")
 
 
 def summarise(samples: list[Row], names: list[str]) -> list[Row]:
@@ -495,6 +637,9 @@ def summarise(samples: list[Row], names: list[str]) -> list[Row]:
                 for ref in ("direct", "twemproxy"):
                     if (ref, test, mode) in cells:
                         row[f"vs_{ref}"] = median / statistics.median(cells[(ref, test, mode)])
+                plain = cells.get((TLS_TWINS.get(name, ""), test, mode))
+                if plain:
+                    row["tls_cost"] = 1 - median / statistics.median(plain)
                 summary.append(row)
     return summary
 
@@ -503,27 +648,27 @@ def print_table(summary: list[Row], rss: dict[str, dict[str, int]], quick: bool)
     print()
     if quick:
         print("*** QUICK RUN: tiny -n, one round. NOT a real measurement. ***")
-    head = f"{'target':<10} {'test':<4} {'mode':<4} {'median req/s':>13} {'min':>11} {'max':>11}"
+    head = f"{'target':<15} {'test':<4} {'mode':<4} {'median req/s':>13} {'min':>11} {'max':>11}"
     print(f"{head} {'vs direct':>9} {'vs twem':>8}")
     for r in summary:
         ratios = "".join(
             f" {r[k]:>8.2f}x" if k in r else f" {'-':>9}" for k in ("vs_direct", "vs_twemproxy")
         )
         print(
-            f"{r['target']:<10} {r['test']:<4} {r['mode']:<4} {r['median']:>13,.0f} "
+            f"{r['target']:<15} {r['test']:<4} {r['mode']:<4} {r['median']:>13,.0f} "
             f"{r['min']:>11,.0f} {r['max']:>11,.0f}{ratios}"
         )
     if rss:
         print("\npeak RSS (VmHWM) of proxy processes:")
         for name, kb in rss.items():
-            print(f"  {name:<12} {kb.get('VmHWM', 0) / 1024:8.1f} MiB")
+            print(f"  {name:<28} {kb.get('VmHWM', 0) / 1024:8.1f} MiB")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__ or "trinomite benchmark")
     p.add_argument(
         "--targets",
-        default="direct,twemproxy,trinomite,naive,cluster-one,cluster-quorum",
+        default="direct,twemproxy,trinomite,naive,cluster-one,cluster-quorum,cluster-one-tls",
         help=f"comma-separated subset of {','.join(TARGETS)}",
     )
     p.add_argument(
@@ -585,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = summarise_cpu(samples, args.names)
     print_table(summary, lab.rss, args.quick)
     print_cpu_table(cpu)
+    print_tls_cost(summary, cpu)
     stolen = meter.steal_share()
     print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
     print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
