@@ -10,7 +10,11 @@ rules secure, so a link that is up and secured carries TLS end to end.
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
+import redis
 import trio
 
 from trinomite.config.model import Consistency, SecureServerOption
@@ -31,6 +35,7 @@ from .clusterutil import (
     wait_until,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 TWO_DCS = {"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 1}}
 
 
@@ -195,3 +200,79 @@ async def test_info_and_metrics_report_secured_links(tmp_path):
             text = member.node.admin.metrics_text()
             assert "trinomite_tls_handshake_failures_total" in text
             assert "trinomite_peer_link_tls_handshake_failures{" in text
+
+
+async def test_dynomites_two_dc_files_run_encrypted_as_they_are(tmp_path, monkeypatch):
+    """conf/redis_dc{1,2}.yml keep Dynomite's secure_server_option and pem_key_file.
+
+    Only addresses change (ephemeral ports, this test's redis-servers); the
+    key is found where the files say, relative to the working directory.
+    """
+    import attrs
+
+    from trinomite import ListenSockets, load_config
+    from trinomite.config.model import DatastoreSpec, HostPort
+    from trinomite.testing import RedisServer
+
+    from .clusterutil import in_thread
+
+    configs = [load_config(ROOT / "conf" / f"redis_dc{n}.yml") for n in (1, 2)]
+    assert all(c.secure_server_option is SecureServerOption.DATACENTER for c in configs)
+    assert {c.pem_key_file for c in configs} == {"conf/dynomite.pem"}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    certs.write_key(tmp_path / "conf" / "dynomite.pem", certs.generate_shared_key())
+    sockets = [ListenSockets(_bound(), _bound()) for _ in configs]
+    ports = [(s.client.getsockname()[1], s.peer.getsockname()[1]) for s in sockets]  # type: ignore[union-attr]
+    servers = [RedisServer(), RedisServer()]
+    try:
+        for server in servers:
+            server.start()
+        nodes = []
+        async with trio.open_nursery() as nursery:
+            for i, config in enumerate(configs):
+                (seed,) = config.dyn_seeds
+                config = attrs.evolve(
+                    config,
+                    listen=HostPort("127.0.0.1", ports[i][0]),
+                    dyn_listen=HostPort("127.0.0.1", ports[i][1]),
+                    stats_listen=HostPort("127.0.0.1", 0),
+                    servers=(DatastoreSpec.tcp(servers[i].host, servers[i].port),),
+                    dyn_seeds=(attrs.evolve(seed, port=ports[1 - i][1]),),
+                )
+                nodes.append(await nursery.start(_run, config, sockets[i]))
+
+            async def linked() -> bool:
+                return all(
+                    n.peers.is_up(f"127.0.0.1:{ports[1 - i][1]}") for i, n in enumerate(nodes)
+                )
+
+            await wait_until(linked, "both nodes to link over TLS")
+            for node in nodes:
+                (pool,) = node.peers.pools.values()
+                assert pool.connections[0].tls_version is not None
+                assert node.admin.info()["tls"]["peer_mode"] == "shared-key"
+            client = redis.Redis(port=ports[0][0])
+            assert await in_thread(client.set, "across", "dcs")
+            direct = redis.Redis(host=servers[1].host, port=servers[1].port)
+
+            async def arrived() -> bool:
+                return await in_thread(direct.get, "across") == b"dcs"
+
+            await wait_until(arrived, "the write to reach dc2 over the encrypted link")
+            nursery.cancel_scope.cancel()
+    finally:
+        for server in servers:
+            server.close()
+
+
+def _bound() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def _run(config, sockets, *, task_status=trio.TASK_STATUS_IGNORED):
+    from trinomite import serve_node
+
+    await serve_node(config, sockets=sockets, task_status=task_status)
