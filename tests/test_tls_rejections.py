@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trustme
 
 from trinomite.config.model import SecureServerOption
 from trinomite.net.sockets import LeanSocketStream
@@ -110,13 +111,19 @@ async def both_refused(cluster: Cluster) -> tuple[ClusterNode, ClusterNode]:
 
 async def test_certificate_from_another_ca_is_refused_both_ways(tmp_path, caplog):
     authority = ClusterCertificates(tmp_path)
-    other = certs.make_ca("another CA")
-    other_file = tmp_path / "other-ca.crt"
-    certs.write_public(other_file, other.cert_pem)
+    # dc2 holds a certificate from a CA of its own (made by trustme, not trinomite).
+    other = trustme.CA()
+    other.cert_pem.write_to_path(str(tmp_path / "other-ca.crt"))
+    issued = other.issue_cert("127.0.0.1", "localhost")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "foreign.crt"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "foreign.key"))
 
     def foreign(member: ClusterNode) -> dict[str, str]:
-        issued = authority.issue(member, ca=other)
-        return {**write_pair(tmp_path, "foreign", issued), "tls_ca_file": str(other_file)}
+        return {
+            "tls_cert_file": str(tmp_path / "foreign.crt"),
+            "tls_key_file": str(tmp_path / "foreign.key"),
+            "tls_ca_file": str(tmp_path / "other-ca.crt"),
+        }
 
     authority.override[("dc2", "r1", 0)] = foreign
     with trio.fail_after(WAIT):

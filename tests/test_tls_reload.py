@@ -102,3 +102,78 @@ async def test_failed_reload_keeps_the_loaded_material_and_says_why(tmp_path, ca
             await reconnect(a, b)
             assert await call(b.client(), "SET", b"k", b"v") is True
     assert "TLS reload failed, keeping the loaded certificates" in caplog.text
+
+
+def _served_subject(port: int, ca_file: str) -> str:
+    """The CN of the certificate a TLS client meets on ``port`` now."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca_file)
+    context.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        subject = dict(rdn[0] for rdn in tls.getpeercert()["subject"])
+        tls.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert tls.recv(64) == b"+PONG\r\n"
+        return str(subject["commonName"])
+
+
+def test_sighup_reloads_a_running_processes_certificates(tmp_path):
+    """``python -m trinomite`` as a process: SIGHUP, and new clients meet the new certificate."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from trinomite.testing.redis_server import free_ports
+
+    root = Path(__file__).resolve().parent.parent
+    ca = certs.make_ca()
+    certs.write_public(tmp_path / "ca.crt", ca.cert_pem)
+    files = write_pair(tmp_path, "node", certs.issue(ca, "first", ["127.0.0.1"]))
+    client, stats = free_ports(2)
+    conf = tmp_path / "node.yml"
+    conf.write_text(
+        "dyn_o_mite:\n"
+        f"  listen: 127.0.0.1:{client}\n"
+        f"  stats_listen: 127.0.0.1:{stats}\n"
+        "  servers:\n  - embedded:1\n"
+        "  client_tls: true\n"
+        f"  tls_cert_file: {files['tls_cert_file']}\n"
+        f"  tls_key_file: {files['tls_key_file']}\n"
+    )
+    log = tmp_path / "node.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trinomite", "-v", "6", "-o", str(log), str(conf)],
+        cwd=root,
+        env=os.environ | {"PYTHONPATH": str(root)},
+    )
+    ca_file = str(tmp_path / "ca.crt")
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert _served_subject(client, ca_file) == "first"
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the node never answered over TLS"
+                time.sleep(0.05)
+        write_pair(tmp_path, "node", certs.issue(ca, "second", ["127.0.0.1"]))
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "TLS material reloaded" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert _served_subject(client, ca_file) == "second"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

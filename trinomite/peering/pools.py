@@ -107,11 +107,14 @@ class PeerConnection(Link):
     ) -> None:
         async def connect() -> trio.abc.Stream:
             stream = await connect_tcp(peer.host, peer.port)
-            material = tls.peer if tls is not None else None
-            if material is None:
+            if tls is None:
                 return stream
+            material = tls.peer
+            if material is None:  # never plaintext on a secured link
+                await trio.aclose_forcefully(stream)
+                raise LinkFailed(self.broken_error, "no TLS material loaded for a secured link")
             try:
-                secured = await dial(stream, material, peer, tls.timeout if tls else 0)
+                secured = await dial(stream, material, peer, tls.timeout)
             except TlsHandshakeError as exc:
                 self.tls_handshake_failures += 1
                 await trio.aclose_forcefully(stream)
