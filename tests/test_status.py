@@ -261,7 +261,6 @@ def test_empty_view_renders() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "at least one node"),
         (["localhost"], "'localhost'"),
         (["127.0.0.1:99999"], "'127.0.0.1:99999'"),
         (["127.0.0.1:0"], "port 0"),
@@ -283,6 +282,7 @@ def test_usage_errors_exit_2(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-h"]) == 0
     out = capsys.readouterr().out
+    assert out.startswith("usage: trinomite status")  # no version banner first
     for option in ("--once", "--refresh", "--timeout", "HOST:PORT"):
         assert option in out
 
@@ -536,3 +536,19 @@ async def test_command_once_against_a_real_cluster() -> None:
         cells = row(table, address)
         assert cells[1:3] == [f"{member.dc}/{member.rack}", "NORMAL"], table
         assert cells[-2:] == ["2/2", "ok"], table
+
+
+def test_no_address_means_the_default_admin_address() -> None:
+    from trinomite.status import parse_args
+
+    options = parse_args([])
+    assert options is not None
+    assert [str(node) for node in options.nodes] == ["127.0.0.1:22222"]
+
+
+async def test_watch_into_a_pipe_prints_one_table_and_exits(nursery: trio.Nursery) -> None:
+    with trio.fail_after(10):
+        a = await start_feed(nursery, steady_feed("dc1", "r1"))
+        out, err = io.StringIO(), io.StringIO()
+        assert await watch(Options((a,), timeout=5), out, err) == 0
+    assert out.getvalue().count("trinomite status") == 1

@@ -16,6 +16,7 @@ from .config.model import DatastoreSpec as DatastoreSpec
 from .config.model import HostPort as HostPort
 from .config.model import NodeConfig as NodeConfig
 from .config.model import UnixPath as UnixPath
+from .node import ListenError as ListenError
 from .node import ListenSockets as ListenSockets
 from .node import Node as Node
 from .node import open_node as open_node
@@ -26,6 +27,7 @@ __all__ = [
     "Consistency",
     "DatastoreSpec",
     "HostPort",
+    "ListenError",
     "ListenSockets",
     "Node",
     "NodeConfig",

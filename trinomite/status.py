@@ -26,7 +26,9 @@ from the ``ts`` of its consecutive snapshots); ``unreachable: reason``
 while its feed is down (the row then keeps the last values it had).
 
 ``--once`` waits until every node has sent a snapshot, or ``--timeout``
-seconds, prints one table and exits 0, or 1 naming the silent nodes.
+seconds, prints one table and exits 0, or 1 naming the silent nodes; so
+does the command whenever its output is not a terminal.  Without an
+address it watches the default admin address, ``127.0.0.1:22222``.
 Ctrl-C (or SIGTERM) stops the tool with exit status 0; usage errors exit 2.
 """
 
@@ -48,9 +50,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from ._version import __version__
 from .config.keys import HOST_PORT, Invalid
-from .config.model import HostPort
+from .config.model import STATS_LISTEN_FILE_DEFAULT, HostPort
 
 __all__ = ["ClusterView", "Options", "follow", "main", "parse_args", "watch"]
 
@@ -370,7 +371,13 @@ def _build_parser() -> _Parser:
         "(ws://HOST:PORT/feed, where HOST:PORT is the node's stats_listen).",
     )
     add = parser.add_argument
-    add("nodes", nargs="*", type=_address, metavar="HOST:PORT", help="admin address of a node")
+    add(
+        "nodes",
+        nargs="*",
+        type=_address,
+        metavar="HOST:PORT",
+        help=f"admin address of a node (default {STATS_LISTEN_FILE_DEFAULT})",
+    )
     add("--once", action="store_true", help="print one table once every node answered, exit")
     add("--refresh", type=_seconds, default=1.0, metavar="S", help="redraw period (default 1)")
     add(
@@ -389,9 +396,8 @@ def parse_args(argv: Sequence[str]) -> Options | None:
     args = _build_parser().parse_args(list(argv))
     if args.help:
         return None
-    if not args.nodes:
-        raise _UsageError("give the admin address (host:port) of at least one node")
-    return Options(tuple(args.nodes), args.once, args.refresh, args.timeout)
+    nodes = tuple(args.nodes) or (STATS_LISTEN_FILE_DEFAULT,)  # a node's default stats_listen
+    return Options(nodes, args.once, args.refresh, args.timeout)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -404,7 +410,6 @@ def main(argv: Sequence[str]) -> int:
         print(parser.format_usage(), end="", file=sys.stderr)
         return 2
     if options is None:
-        print(f"This is trinomite-{__version__}")
         print(parser.format_help(), end="")
         return 0
     try:
@@ -436,8 +441,9 @@ async def watch(options: Options, out: TextIO, err: TextIO) -> int:
     async with trio.open_nursery() as nursery:
         for node in options.nodes:
             nursery.start_soon(follow, view, node, answered)
-        if not options.once:
+        if not options.once and out.isatty():
             await draw(view, out, options.refresh)  # until cancelled
+        # Not a terminal (a pipe, a log): one table, as --once, not one a second.
         with trio.move_on_after(options.timeout):
             await answered.wait()
         nursery.cancel_scope.cancel()

@@ -40,7 +40,7 @@ from .api import AdminApi
 from .feed import MAX_FEED_CLIENTS, ReplayStream, serve_feed
 from .http import FEED_PATH, Policy, Response, dispatch, encode, error, request_path
 
-__all__ = ["MAX_HEAD", "REQUEST_TIMEOUT", "AdminServer", "serve_admin"]
+__all__ = ["MAX_HEAD", "REQUEST_TIMEOUT", "AdminServer", "open_admin_listeners", "serve_admin"]
 
 log = logging.getLogger("trinomite.admin")
 
@@ -191,6 +191,13 @@ async def _linger(stream: trio.abc.Stream) -> None:
         pass
 
 
+async def open_admin_listeners(
+    host: str, port: int, backlog: int = 128
+) -> list[trio.SocketListener]:
+    """Bound, listening admin sockets for ``host:port`` (``port`` may be 0)."""
+    return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+
+
 async def serve_admin(
     api: AdminApi,
     host: str,
@@ -200,20 +207,23 @@ async def serve_admin(
     feed_interval: float,
     backlog: int = 128,
     request_timeout: float = REQUEST_TIMEOUT,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin HTTP paths and the WebSocket feed on ``host:port`` until cancelled.
 
     ``task_status.started((host, port))`` reports the bound address once
     listening (``port`` may be 0).  ``token`` is the ``admin_token``;
-    ``feed_interval`` the seconds between feed snapshots.
+    ``feed_interval`` the seconds between feed snapshots.  ``listeners``:
+    already bound and listening (``open_admin_listeners``) instead of binding.
 
     Error handling: failing to bind raises out of here (nothing started);
     a failing connection is logged and closed, it never stops the server.
     Resource handling: the listeners and every connection are closed when
     this returns (cancelled).
     """
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if listeners is None:
+        listeners = await open_admin_listeners(host, port, backlog)
     addresses = [listener.socket.getsockname() for listener in listeners]
     loopback = all(is_loopback(address[0]) for address in addresses)
     server = AdminServer(

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from trinomite.config.model import (
+    STATS_LISTEN_FILE_DEFAULT,
     ClientVerify,
     Consistency,
     DataStore,
@@ -512,7 +513,8 @@ KEYS: tuple[Key, ...] = (
         "stats_listen",
         HOST_PORT,
         "Stats/admin HTTP listener.",
-        differs="Defaults to 127.0.0.1:22222 (Dynomite: 0.0.0.0:22222).",
+        differs="A file without it gets 127.0.0.1:22222 (Dynomite: 0.0.0.0:22222); a "
+        "NodeConfig built in Python gets an ephemeral loopback port (Node.admin_address).",
     ),
     Key("stats_interval", milliseconds(), "Stats aggregation period."),
     Key(
@@ -573,6 +575,8 @@ KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
 def _default_text(key: Key) -> str:
     if not key.stored:
         return "-"
+    if key.name == "stats_listen":
+        return f"`{STATS_LISTEN_FILE_DEFAULT}`"
     default = attrs.fields_dict(NodeConfig)[key.name].default
     if default is attrs.NOTHING:
         return "**required**"

@@ -51,7 +51,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.resolver import VersionedResolver
 
 from trinomite.config.keys import KEYS_BY_NAME, UNSET, Invalid, Key, Status
-from trinomite.config.model import NodeConfig
+from trinomite.config.model import STATS_LISTEN_FILE_DEFAULT, NodeConfig
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
 
@@ -149,6 +149,8 @@ def parse_config(text: str, source: str = "<string>") -> NodeConfig:
         raise _first_error(group, body, source, root_position) from None
     for name in body:
         _warn_if_ignored(KEYS_BY_NAME[name], body, source)
+    if "stats_listen" not in body:  # Dynomite's admin port, for drop-in files
+        config = attrs.evolve(config, stats_listen=STATS_LISTEN_FILE_DEFAULT)
     return attrs.evolve(config, pool_name=pool_name, source=source)
 
 

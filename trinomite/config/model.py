@@ -21,6 +21,7 @@ import enum
 import attrs
 
 __all__ = [
+    "STATS_LISTEN_FILE_DEFAULT",
     "ClientVerify",
     "Consistency",
     "DataStore",
@@ -76,6 +77,10 @@ class HostPort:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+#: ``stats_listen`` of a config file that does not set it (Dynomite: 0.0.0.0:22222).
+STATS_LISTEN_FILE_DEFAULT = HostPort("127.0.0.1", 22222)
 
 
 @attrs.frozen
@@ -191,8 +196,10 @@ class NodeConfig:
     read_consistency: Consistency = Consistency.DC_ONE
     write_consistency: Consistency = Consistency.DC_ONE
     read_repairs_enabled: bool = False
-    #: Dynomite binds 0.0.0.0:22222; trinomite defaults to loopback.
-    stats_listen: HostPort = HostPort("127.0.0.1", 22222)
+    #: An ephemeral loopback port for a config built in Python (an embedded
+    #: node must not collide with others); a config *file* without the key
+    #: gets ``STATS_LISTEN_FILE_DEFAULT``, Dynomite's port on loopback.
+    stats_listen: HostPort = HostPort("127.0.0.1", 0)
     stats_interval: int = 30000
     mbuf_size: int = 16384
     max_msgs: int = 200000

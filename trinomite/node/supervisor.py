@@ -35,13 +35,13 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import attrs
 import trio
 
-from ..admin.server import serve_admin
+from ..admin.server import open_admin_listeners, serve_admin
 from ..client.dispatch import Dispatcher
 from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
@@ -68,9 +68,25 @@ from ..stats.requests import RequestStats
 from ..tls.peers import TlsState
 from .admin import NodeAdmin
 
-__all__ = ["ListenSockets", "Node", "open_node", "serve_node"]
+__all__ = ["ListenError", "ListenSockets", "Node", "open_node", "serve_node"]
 
 log = logging.getLogger("trinomite.node")
+
+
+class ListenError(OSError):
+    """A listener could not be opened; the message names the config key and the address."""
+
+
+@contextmanager
+def _naming(key: str, address: HostPort | UnixPath) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ListenError):
+            raise
+        raise ListenError(
+            exc.errno, f"cannot listen on {address} ({key}): {exc.strerror or exc}"
+        ) from None
 
 
 @attrs.frozen
@@ -158,6 +174,8 @@ class Node:
         self.admin_address: HostPort | None = None
         self._listeners: list[socket.socket] = []
         self._peer_listeners: list[socket.socket] = []
+        self._admin_listeners: list[trio.SocketListener] = []
+        self._bound = False
         self._accept_scope = trio.CancelScope()
         self._root: trio.Nursery | None = None
         self._shutting_down = False
@@ -166,15 +184,47 @@ class Node:
 
     async def _run(self, task_status: trio.TaskStatus[Node]) -> None:
         try:
+            await self.bind()
             await self._serve(task_status)
         finally:
             self._close_listeners()
+
+    async def bind(self) -> None:
+        """Open every listener (admin, peer, client); done before any task starts.
+
+        Idempotent.  A listener that cannot be opened raises one
+        ``ListenError`` naming the config key and the address; whatever was
+        opened before it is closed again.
+        """
+        if self._bound:
+            return
+        config = self.config
+        try:
+            stats = config.stats_listen
+            with _naming("stats_listen", stats):
+                self._admin_listeners = await open_admin_listeners(stats.host, stats.port)
+            if config.dyn_listen is not None:
+                with _naming("dyn_listen", config.dyn_listen):
+                    self._peer_listeners = await _listen_on(
+                        config.dyn_listen, self._given.peer, config.backlog
+                    )
+            with _naming("listen", config.listen):
+                self._listeners = await _listen_on(
+                    config.listen, self._given.client, config.backlog
+                )
+        except BaseException:
+            self._close_listeners()
+            raise
+        self._bound = True
 
     def _close_listeners(self) -> None:
         for listener in self._listeners + self._peer_listeners + self._given.given:
             if listener.fileno() != -1:
                 trio.lowlevel.notify_closing(listener)
                 listener.close()
+        for admin in self._admin_listeners:
+            admin.socket.close()
+        self._admin_listeners = []
 
     async def _serve(self, task_status: trio.TaskStatus[Node]) -> None:
         async with trio.open_nursery() as root:
@@ -191,15 +241,14 @@ class Node:
                     stats.port,
                     token=self.config.admin_token,
                     feed_interval=self.config.feed_interval / 1000,
+                    listeners=self._admin_listeners,
                 )
             )
+            self._admin_listeners = []  # serve_admin owns (and closes) them now
             self.admin_address = HostPort(host, port)
             log.info("node serving admin/stats on %s", self.admin_address)
             dyn_listen = self.config.dyn_listen
             if dyn_listen is not None:
-                self._peer_listeners = await _listen_on(
-                    dyn_listen, self._given.peer, self.config.backlog
-                )
                 bound = _bound_address(dyn_listen, self._peer_listeners[0])
                 assert isinstance(bound, HostPort)
                 self.peer_address = bound
@@ -210,9 +259,6 @@ class Node:
                 log.info("node listening for peers on %s", bound)
             await root.start(self.peers.run)
             await root.start(self.clients.run)
-            self._listeners = await _listen_on(
-                self.config.listen, self._given.client, self.config.backlog
-            )
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
             await root.start(self._accept)
             log.info("node listening for clients on %s", self.client_address)
@@ -359,7 +405,9 @@ async def serve_node(
     started).  Resource handling: every socket and task is closed when this
     returns.
     """
-    await _build(config, sockets)._run(task_status)
+    node = _build(config, sockets)
+    await node.bind()  # before any task: a bind failure is one plain ListenError
+    await node._run(task_status)
 
 
 def _build(config: NodeConfig, sockets: ListenSockets | None) -> Node:
@@ -383,6 +431,7 @@ async def open_node(
     node cannot run raises ``ValueError`` here, before anything starts.
     """
     node = _build(config, sockets)
+    await node.bind()  # outside the nursery: a bind failure is one plain ListenError
     async with trio.open_nursery() as nursery:
         await nursery.start(node._run)
         try:

@@ -1,8 +1,19 @@
-"""Test and example tooling: real datastore processes for harnesses (not used by nodes)."""
+"""Test and example tooling: in-process clusters and real datastore processes."""
 
+from .cluster import Cluster as Cluster
+from .cluster import ClusterNode as ClusterNode
+from .cluster import open_cluster as open_cluster
 from .redis_server import RedisServer as RedisServer
 from .redis_server import free_port as free_port
 from .redis_server import free_ports as free_ports
 from .redis_server import redis_server as redis_server
 
-__all__ = ["RedisServer", "free_port", "free_ports", "redis_server"]
+__all__ = [
+    "Cluster",
+    "ClusterNode",
+    "RedisServer",
+    "free_port",
+    "free_ports",
+    "open_cluster",
+    "redis_server",
+]

@@ -50,6 +50,8 @@ Layout = Mapping[str, Mapping[str, int]]
 RING = 1 << 32
 #: How long a new cluster may take until every peer link is up.
 CONNECT_TIMEOUT = 20.0
+#: Backlog of a node's sockets between reserving them and the node adopting them.
+START_BACKLOG = 128
 #: How long a restarted node may wait for its old ports to be free again.
 REBIND_TIMEOUT = 5.0
 
@@ -66,10 +68,17 @@ def _bind(port: int = 0) -> socket.socket:
 
 
 def _reserve() -> tuple[ListenSockets, tuple[int, int]]:
-    """A node's client and peer sockets, bound to fresh ports, and those ports."""
+    """A node's client and peer sockets, bound and listening on fresh ports, and those ports.
+
+    Listening at once means a node that dials a peer not started yet is
+    queued in the peer's backlog instead of refused (and logged) while the
+    cluster starts.
+    """
     client = _bind()
     try:
         peer = _bind()
+        client.listen(START_BACKLOG)
+        peer.listen(START_BACKLOG)
     except BaseException:
         client.close()
         raise
