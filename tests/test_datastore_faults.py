@@ -30,7 +30,7 @@ from trinomite import DatastoreSpec, Node, open_node
 from trinomite.testing import RedisServer
 
 from .conftest import node_config
-from .faultproxy import FaultProxy, Mode, proxy_fixture
+from trinomite.testing.faultproxy import FaultProxy, Mode, proxy_fixture
 from .rawclient import RawClient, bulk, encode, encode_all, storage_error
 
 __all__ = ["proxy_fixture"]  # the ``proxy`` fixture, shared with other fault tests

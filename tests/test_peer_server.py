@@ -16,7 +16,7 @@ from trinomite.protocol.peer import Frame, FrameParser, MessageType, encode_fram
 from trinomite.protocol.requests import encode_command
 
 from .conftest import node_config
-from .faultproxy import FaultProxy, proxy_fixture
+from trinomite.testing.faultproxy import FaultProxy, proxy_fixture
 
 __all__ = ["proxy_fixture"]
 

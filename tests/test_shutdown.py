@@ -17,7 +17,7 @@ from trinomite import DatastoreSpec, Node, NodeConfig, open_node, serve_node
 from trinomite.testing import RedisServer
 
 from .conftest import node_config
-from .faultproxy import FaultProxy, proxy_fixture
+from trinomite.testing.faultproxy import FaultProxy, proxy_fixture
 from .rawclient import RawClient, bulk, encode, node_address
 
 __all__ = ["proxy_fixture"]  # the ``proxy`` fixture, shared with other fault tests
