@@ -17,6 +17,7 @@ import trio
 
 from trinomite import DatastoreSpec, HostPort, Node, NodeConfig, open_node
 from trinomite.testing import RedisServer
+from trinomite.testing.faultproxy import FaultProxy, serve_fault_proxy
 
 T = TypeVar("T")
 
@@ -63,3 +64,12 @@ async def embedded_node() -> AsyncIterator[Node]:
     """A node in front of the embedded datastore."""
     async with open_node(node_config(DatastoreSpec.embedded())) as node:
         yield node
+
+
+@pytest.fixture(name="proxy")
+async def proxy_fixture(nursery: trio.Nursery, redis_backend: RedisServer) -> FaultProxy:
+    """A fault proxy (in pass mode) in front of the ``redis_backend`` fixture."""
+    started: FaultProxy = await nursery.start(
+        serve_fault_proxy, redis_backend.host, redis_backend.port
+    )
+    return started

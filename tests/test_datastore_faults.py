@@ -28,12 +28,10 @@ import trio.testing
 
 from trinomite import DatastoreSpec, Node, open_node
 from trinomite.testing import RedisServer
+from trinomite.testing.faultproxy import FaultProxy, Mode
 
 from .conftest import node_config
-from trinomite.testing.faultproxy import FaultProxy, Mode, proxy_fixture
 from .rawclient import RawClient, bulk, encode, encode_all, storage_error
-
-__all__ = ["proxy_fixture"]  # the ``proxy`` fixture, shared with other fault tests
 
 REFUSED = b"-ERR Storage: Datastore refused connection\r\n"
 TIMED_OUT = b"-ERR Storage: Connection timed out\r\n"

@@ -14,11 +14,9 @@ import trio
 from trinomite import DatastoreSpec, HostPort, open_node
 from trinomite.protocol.peer import Frame, FrameParser, MessageType, encode_frame
 from trinomite.protocol.requests import encode_command
+from trinomite.testing.faultproxy import FaultProxy
 
 from .conftest import node_config
-from trinomite.testing.faultproxy import FaultProxy, proxy_fixture
-
-__all__ = ["proxy_fixture"]
 
 TIMED_OUT = b"-ERR Storage: Connection timed out\r\n"
 

@@ -15,12 +15,10 @@ import trio.testing
 
 from trinomite import DatastoreSpec, Node, NodeConfig, open_node, serve_node
 from trinomite.testing import RedisServer
+from trinomite.testing.faultproxy import FaultProxy
 
 from .conftest import node_config
-from trinomite.testing.faultproxy import FaultProxy, proxy_fixture
 from .rawclient import RawClient, bulk, encode, node_address
-
-__all__ = ["proxy_fixture"]  # the ``proxy`` fixture, shared with other fault tests
 
 MAX_CLIENTS = b"-ERR max number of clients reached\r\n"
 

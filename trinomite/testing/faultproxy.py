@@ -1,4 +1,4 @@
-"""A small fault-injecting TCP proxy, in Trio, for datastore fault tests.
+"""A small fault-injecting TCP proxy, in Trio, for fault tests of datastores and peers.
 
 Theory of operation
 -------------------
@@ -25,8 +25,8 @@ live connections as well as new ones:
 The proxy counts what it saw (``accepted``, ``bytes_up``) and tests can
 wait for a count with ``wait_until``, which parks on an event instead of
 sleeping on the clock.  The proxy runs until its nursery is cancelled.
-The ``proxy`` fixture (``proxy_fixture``) starts one in front of the
-``redis_backend`` fixture's redis-server.
+The test suite's ``proxy`` fixture (tests/conftest.py) starts one in front
+of its ``redis_backend`` redis-server.
 """
 
 from __future__ import annotations
@@ -38,12 +38,9 @@ import struct
 from collections.abc import Callable
 
 import attrs
-import pytest
 import trio
 
-from trinomite.testing import RedisServer
-
-__all__ = ["FaultProxy", "Mode", "proxy_fixture", "serve_fault_proxy"]
+__all__ = ["FaultProxy", "Mode", "serve_fault_proxy"]
 
 RECEIVE_SIZE = 64 * 1024
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -208,12 +205,3 @@ async def serve_fault_proxy(
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(proxy.listener)
-
-
-@pytest.fixture(name="proxy")
-async def proxy_fixture(nursery: trio.Nursery, redis_backend: RedisServer) -> FaultProxy:
-    """A fault proxy (in pass mode) in front of the ``redis_backend`` fixture."""
-    started: FaultProxy = await nursery.start(
-        serve_fault_proxy, redis_backend.host, redis_backend.port
-    )
-    return started
