@@ -7,6 +7,8 @@ from .redis_server import RedisServer as RedisServer
 from .redis_server import free_port as free_port
 from .redis_server import free_ports as free_ports
 from .redis_server import redis_server as redis_server
+from .thread import ThreadCluster as ThreadCluster
+from .thread import run_in_thread as run_in_thread
 
 __all__ = [
     "Cluster",

@@ -1,0 +1,65 @@
+"""run_in_thread: a cluster for synchronous code, driven from a plain (non-Trio) test."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from trinomite.testing.thread import run_in_thread
+
+
+def cluster_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "trinomite-cluster"]
+
+
+@pytest.mark.parametrize("datastore", ["embedded", "redis"])
+def test_a_sync_test_drives_a_whole_cluster(datastore):
+    with run_in_thread({"dc1": {"r1": 1, "r2": 1}}, datastore=datastore) as cluster:
+        first, second = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
+        client = cluster.client(first)
+        assert client.set("k", "v")
+        assert client.get("k") == b"v"
+        assert cluster.admin_url(first).startswith("http://127.0.0.1:")
+        # DC_ONE replicates to the other rack; replicas() reads each datastore directly.
+        for _ in range(200):
+            if cluster.replicas("k") == {"dc1/r1": b"v", "dc1/r2": b"v"}:
+                break
+            threading.Event().wait(0.02)
+        assert cluster.replicas("k") == {"dc1/r1": b"v", "dc1/r2": b"v"}
+        cluster.stop_node(second)
+        assert second.node is None
+        cluster.start_node(second)
+        cluster.wait_connected()
+        # A redis-server outlives its node; an embedded store starts empty with it.
+        expected = b"v" if datastore == "redis" else None
+        assert cluster.client(second).get("k") == expected
+        client.close()
+    assert cluster_threads() == []
+    port = first.client_port
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=1).ping()
+
+
+def test_an_exception_in_the_block_still_stops_everything():
+    seen = []
+
+    def failing_test() -> None:
+        with run_in_thread({"dc1": {"r1": 1}}) as cluster:
+            seen.append(cluster.node("dc1", "r1"))
+            raise ZeroDivisionError("the test failed")
+
+    with pytest.raises(ZeroDivisionError):
+        failing_test()
+    assert seen[0].node is None
+    assert cluster_threads() == []
+
+
+def test_a_cluster_that_cannot_start_raises_in_the_caller():
+    with (
+        pytest.raises(ValueError, match="datastore must be"),
+        run_in_thread({"dc1": {"r1": 1}}, datastore="nonsense"),
+    ):
+        pytest.fail("started")
+    assert cluster_threads() == []
