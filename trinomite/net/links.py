@@ -29,6 +29,10 @@ every request still in flight gets an error reply.
   writer.  Order is kept because a direct send always takes the whole
   outbox from its head and never runs while the writer is sending.
 * Backoff starts at ``INITIAL_BACKOFF`` and doubles up to ``max_backoff``.
+  It starts over only after a connection stayed up for ``STABLE_AFTER``: a
+  peer (or a proxy in front of it) that accepts and then drops every
+  connection at once is retried with growing backoff, not ten times a
+  second, and its repeated losses are logged once, like failed connects.
 
 Subclasses supply ``_read_replies``, ``_watch_deadlines`` and
 ``_fail_inflight`` (and optionally ``_handshake``): the datastore link matches
@@ -56,6 +60,8 @@ __all__ = ["INITIAL_BACKOFF", "ConnState", "Link", "LinkFailed", "WriteHold"]
 log = logging.getLogger("trinomite.links")
 
 INITIAL_BACKOFF = 0.1
+#: A connection that lived this long (seconds) resets the backoff when lost.
+STABLE_AFTER = 1.0
 
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
@@ -159,6 +165,8 @@ class Link(abc.ABC):
         self._live: trio.CancelScope | None = None
         self._reset = False
         self._last_failure = ""  # why the last connect failed, to log each reason once
+        self._last_loss = ""  # why a short-lived connection was lost, likewise
+        self._up_since = 0.0
 
     def _set_state(self, value: ConnState) -> None:
         changed = value is not self.state
@@ -205,10 +213,10 @@ class Link(abc.ABC):
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            backoff = INITIAL_BACKOFF
             self._set_state(ConnState.UP)
             self.connects += 1
-            log.info("%s: connected", self.name)
+            self._up_since = trio.current_time()
+            log.log(logging.DEBUG if self._last_loss else logging.INFO, "%s: connected", self.name)
             self._writer.unpark()  # requests queued while connecting
             if isinstance(stream, LeanSocketStream):
                 self._socket = stream.socket
@@ -221,7 +229,10 @@ class Link(abc.ABC):
             self._fail_inflight(error)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
+            if not self._last_loss:  # the connection was stable: start over
+                backoff = INITIAL_BACKOFF
             await trio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
 
     async def _open(self) -> trio.abc.Stream | None:
         try:
@@ -276,7 +287,11 @@ class Link(abc.ABC):
             failure.append(LinkFailed(self.broken_error, "reset by the operator"))
         self._reset = False
         reason = failure[0] if failure else LinkFailed(self.broken_error, "closed")
-        log.warning("%s: connection lost: %s", self.name, reason)
+        text = str(reason)
+        stable = trio.current_time() - self._up_since >= STABLE_AFTER
+        level = logging.DEBUG if not stable and text == self._last_loss else logging.WARNING
+        self._last_loss = "" if stable else text
+        log.log(level, "%s: connection lost: %s", self.name, text)
         return reason.error
 
     def reset(self) -> None:
