@@ -7,9 +7,14 @@ for as long as the test needs (an event, not a sleep).
 
 from __future__ import annotations
 
+import logging
 import select
+import socket
+import struct
 
+import pytest
 import trio
+import trio.testing
 
 from trinomite import DatastoreSpec, HostPort, open_node
 from trinomite.protocol.peer import Frame, FrameParser, MessageType, encode_frame
@@ -79,3 +84,26 @@ def has_data(stream: trio.SocketStream) -> bool:
 async def read_frames_after(stream: trio.SocketStream, data: bytes) -> list[tuple[int, bytes]]:
     await stream.send_all(data)
     return [(f.msg_id, f.payload) for f in await read_frames(stream, 1)]
+
+
+async def test_a_peer_that_resets_its_connection_is_an_eof_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A caller's RST mid-request (a partition, a killed peer) is counted and logged quietly."""
+    config = node_config(DatastoreSpec.embedded(), dyn_listen=HostPort("127.0.0.1", 0))
+    with trio.fail_after(10):
+        async with open_node(config) as node:
+            assert node.peer_address is not None
+            counters = node.peer_counters
+            peer = await trio.open_tcp_stream(node.peer_address.host, node.peer_address.port)
+            assert (await read_frames_after(peer, request(1, b"SET", b"a", b"1"))) == [
+                (1, b"+OK\r\n")
+            ]
+            await peer.send_all(request(2, b"GET", b"a")[:9])  # half a frame, then RST
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.socket.close()
+            while counters.dnode_client_connections:  # the handler sees the RST and ends
+                await trio.testing.wait_all_tasks_blocked(0.01)
+    assert counters.dnode_client_eof == 1
+    assert counters.dnode_client_err == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

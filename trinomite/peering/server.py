@@ -132,9 +132,9 @@ class PeerConnectionHandler:
         try:
             if await self._admit():
                 await self._serve()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            counters.dnode_client_eof += 1
-        except Exception:
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            counters.dnode_client_eof += 1  # the caller went away (reset or closed)
+        except* Exception:
             counters.dnode_client_err += 1
             log.exception("peer %s: handler failed", self.name)
         finally:
