@@ -22,7 +22,8 @@ import pytest
 import trio
 
 from trinomite.ring.topology import PeerInfo, RackRing
-from trinomite.testing.cluster import Cluster, Layout, _configs, even_tokens
+from trinomite.testing.cluster import Cluster, Layout, even_tokens
+from trinomite.testing.members import reserve
 
 from .clusterutil import (
     WAIT,
@@ -169,21 +170,19 @@ async def test_reference_keys_land_where_dynomite_puts_them() -> None:
 
 
 def test_cluster_ports_are_distinct_and_held_until_start() -> None:
-    """Every node and redis-server of a layout gets ports of its own, held from the start.
+    """Every node of a layout gets ports of its own, held from the start.
 
     Ports chosen and then released could be taken before a node binds them;
     the likeliest taker is another node of the same cluster, whose outgoing
     peer connects take ephemeral ports (about one 8-node start in a hundred
-    failed with EADDRINUSE that way).  So ``_configs`` keeps every node's
-    sockets bound until the node adopts them.  No process is started here.
+    failed with EADDRINUSE that way).  So ``reserve`` keeps every node's
+    sockets bound until the node adopts them.  (redis-servers choose their
+    own ports and move to another if theirs was taken before they started.)
+    No process is started here.
     """
-    members = _configs({"dc1": {"r1": 150}}, "redis", {}, None)
+    members = reserve({"dc1": {"r1": 150}})
     try:
-        ports = Counter(
-            port
-            for m in members
-            for port in (m.client_port, m.peer_port, m.redis.port if m.redis else 0)
-        )
+        ports = Counter(port for m in members for port in (m.client_port, m.peer_port))
         assert [port for port, uses in ports.items() if uses > 1] == []
         for member in members[:10]:
             for port in (member.client_port, member.peer_port):
@@ -193,5 +192,3 @@ def test_cluster_ports_are_distinct_and_held_until_start() -> None:
     finally:
         for member in members:
             member.release()
-            if member.redis is not None:
-                member.redis.close()

@@ -2,168 +2,101 @@
 
 Theory of operation
 -------------------
-``open_cluster({"dc1": {"r1": 2, "r2": 2}, "dc2": {"r1": 1}})`` builds one
-``NodeConfig`` per node (ephemeral loopback ports, evenly spaced tokens per
-rack, every other node as a seed), starts every node in the caller's Trio
-program, and yields a ``Cluster``.  Each node runs in its own cancel scope,
-so a test can stop and restart single nodes (same ports, same datastore) or
-their datastores to inject faults::
+``open_cluster({"dc1": {"r1": 2, "r2": 2}, "dc2": {"r1": 1}})`` reserves
+every node's ports (``members``), starts one ``redis-server`` per node when
+``datastore="redis"`` (else each node gets its own embedded store), writes
+the configs (every other node a seed, evenly spaced tokens per rack), starts
+every node in the caller's Trio program, waits until every peer link is up
+and yields a ``Cluster``.  Each node runs in its own cancel scope, so a test
+can stop and restart single nodes (same ports, same datastore), their
+datastores, or, with ``fault_proxies=True``, the links between them::
 
-    async with open_cluster(layout, datastore="redis") as cluster:
-        node = cluster.node("dc1", "r1", 0)
-        client = node.client()             # a redis-py client for that node
-        await cluster.stop_node(node)      # the node goes away, ports kept
-        await cluster.stop_datastore(node) # redis-server killed (redis only)
-        await cluster.start_node(node)
+    async with open_cluster(layout, datastore="redis", fault_proxies=True) as cluster:
+        a, b = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
+        client = a.client()                # a redis-py client for that node
+        await cluster.stop_node(b)         # the node goes away, ports kept
+        await cluster.start_node(b)
+        await cluster.stop_datastore(a)    # redis-server killed (redis only)
+        cluster.partition(a, b)            # through the fault proxies (mesh)
+        cluster.heal()
+        await cluster.replicas(b"key")     # {"dc1/r1": b"v", "dc1/r2": None}
 
-Ports: every node's client and peer sockets are bound (port 0) while the
-configs are built and handed to the nodes as ``ListenSockets``, so nothing
-(not even another node's outgoing peer connect, which takes an ephemeral
-port) can take a port between choosing it and serving on it.  A restarted
-node binds its old ports again, retrying for a bounded time.
-
-``datastore="embedded"`` (default) gives every node its own in-process
-store; ``"redis"`` starts one real ``redis-server`` per node.  Leaving the
-block stops every node and datastore.
+If anything fails before the cluster is up (a datastore that will not
+start, a node that cannot listen, links that do not come up within
+``startup_timeout``), ``ClusterStartError`` says what, with the nodes' last
+log lines, and everything started so far is stopped.  Leaving the block
+stops every node, proxy and datastore and closes every socket.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
-import socket
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
-import attrs
 import trio
 from redis import Redis
 
-from ..config.model import DatastoreSpec, HostPort, NodeConfig, Seed
-from ..node.supervisor import ListenSockets, Node, serve_node
-from .redis_server import RedisServer, free_ports
+from ..node.supervisor import Node, serve_node
+from .members import ClusterNode, Layout, PerNode, configure, even_tokens, reserve
+from .mesh import PeerMesh, Side
+from .redis_server import RedisServer
+from .startup import ClusterStartError, StartupLog, capture_logs, innermost
 
-__all__ = ["Cluster", "ClusterNode", "even_tokens", "open_cluster"]
+__all__ = [
+    "STARTUP_TIMEOUT",
+    "Cluster",
+    "ClusterNode",
+    "ClusterStartError",
+    "Layout",
+    "even_tokens",
+    "open_cluster",
+]
 
-Layout = Mapping[str, Mapping[str, int]]
-RING = 1 << 32
-#: How long a new cluster may take until every peer link is up.
-CONNECT_TIMEOUT = 20.0
-#: Backlog of a node's sockets between reserving them and the node adopting them.
-START_BACKLOG = 128
-#: How long a restarted node may wait for its old ports to be free again.
-REBIND_TIMEOUT = 5.0
+#: How long a new cluster may take until every peer link is up (seconds).
+STARTUP_TIMEOUT = 30.0
+#: Kept for callers of the old name.
+CONNECT_TIMEOUT = STARTUP_TIMEOUT
+DATASTORES = ("embedded", "redis")
 
 
-def _bind(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+async def read_direct(member: ClusterNode, key: bytes) -> bytes | None:
+    """``GET key`` from the member's own datastore, bypassing every node."""
+    if member.redis is not None:
+
+        def get() -> Any:
+            with member.datastore(socket_timeout=10) as client:
+                return client.get(key)
+
+        value: bytes | None = await trio.to_thread.run_sync(get)
+        return value
+    node = member.node
+    if node is None or node.pool.store is None:
+        raise RuntimeError(f"{member.name} is not running: its embedded store is gone")
+    stream = node.pool.store.connect()
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _reserve() -> tuple[ListenSockets, tuple[int, int]]:
-    """A node's client and peer sockets, bound and listening on fresh ports, and those ports.
-
-    Listening at once means a node that dials a peer not started yet is
-    queued in the peer's backlog instead of refused (and logged) while the
-    cluster starts.
-    """
-    client = _bind()
-    try:
-        peer = _bind()
-        client.listen(START_BACKLOG)
-        peer.listen(START_BACKLOG)
-    except BaseException:
-        client.close()
-        raise
-    return ListenSockets(client, peer), (client.getsockname()[1], peer.getsockname()[1])
-
-
-async def _rebind(port: int) -> socket.socket:
-    """Bind ``port`` again; an outgoing connection may hold it for a moment."""
-    with trio.fail_after(REBIND_TIMEOUT):
-        while True:
-            try:
-                return _bind(port)
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-            await trio.sleep(0.05)
-
-
-def even_tokens(count: int) -> list[int]:
-    """Tokens spread evenly over the uint32 ring, as Dynomite's tooling picks them."""
-    return [i * (RING // count) for i in range(count)]
-
-
-@attrs.define(eq=False)
-class ClusterNode:
-    """One node of a test cluster, running or stopped."""
-
-    dc: str
-    rack: str
-    index: int
-    token: int
-    client_port: int
-    peer_port: int
-    #: Bound sockets waiting for the node's next start (consumed by it).
-    sockets: ListenSockets | None = None
-    redis: RedisServer | None = None
-    config: NodeConfig | None = None
-    node: Node | None = None
-    _scope: trio.CancelScope | None = None
-    _stopped: trio.Event | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.dc}/{self.rack}/{self.index}"
-
-    @property
-    def running(self) -> bool:
-        return self.node is not None
-
-    def release(self) -> None:
-        """Close sockets bound for a start that never happened."""
-        if self.sockets is not None:
-            self.sockets.close()
-        self.sockets = None
-
-    async def take_sockets(self) -> ListenSockets:
-        """The sockets for this start: the reserved ones, else the old ports again."""
-        sockets, self.sockets = self.sockets, None
-        if sockets is None:
-            client = await _rebind(self.client_port)
-            try:
-                sockets = ListenSockets(client, await _rebind(self.peer_port))
-            except BaseException:
-                client.close()
-                raise
-        return sockets
-
-    def client(self, **kwargs: Any) -> Redis:
-        """A redis-py client for this node (blocking: use it from a thread)."""
-        kwargs.setdefault("socket_timeout", 30)
-        return Redis(host="127.0.0.1", port=self.client_port, **kwargs)
-
-    def datastore(self, **kwargs: Any) -> Redis:
-        """A redis-py client straight to this node's redis-server."""
-        if self.redis is None:
-            raise RuntimeError("embedded datastores have no address; use datastore='redis'")
-        return Redis(host=self.redis.host, port=self.redis.port, **kwargs)
+        await stream.send_all(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
+        reply = await stream.receive_some()
+    finally:
+        await stream.aclose()
+    if reply.startswith(b"$-1"):
+        return None
+    _, _, rest = reply.partition(b"\r\n")
+    return rest[: -len(b"\r\n")]
 
 
 class Cluster:
-    """A running in-process topology."""
+    """A running in-process topology (see the module doc)."""
 
-    def __init__(self, nodes: list[ClusterNode], nursery: trio.Nursery) -> None:
+    def __init__(
+        self, nodes: list[ClusterNode], nursery: trio.Nursery, mesh: PeerMesh | None = None
+    ) -> None:
         self.nodes = nodes
+        self.mesh = mesh
         self._nursery = nursery
+
+    # -- finding nodes -------------------------------------------------------
 
     def node(self, dc: str, rack: str, index: int = 0) -> ClusterNode:
         for member in self.nodes:
@@ -174,28 +107,73 @@ class Cluster:
     def rack(self, dc: str, rack: str) -> list[ClusterNode]:
         return [n for n in self.nodes if n.dc == dc and n.rack == rack]
 
+    def dc(self, dc: str) -> list[ClusterNode]:
+        return [n for n in self.nodes if n.dc == dc]
+
+    def peer_port(self, observer: ClusterNode, other: ClusterNode) -> int:
+        """The port ``observer`` dials for ``other`` (a fault proxy's, with a mesh)."""
+        if other is observer or self.mesh is None:
+            return other.peer_port
+        return self.mesh.port(observer, other)
+
     def owner(self, dc: str, rack: str, key: bytes) -> ClusterNode:
         """The node owning ``key`` in a rack, computed by a running node's ring."""
-        running = next(n.node for n in self.nodes if n.node is not None)
-        peer = running.topology.ring(dc, rack).owner(running.topology.token(key))
-        return next(n for n in self.rack(dc, rack) if n.peer_port == peer.port)
+        observer = next((n for n in self.nodes if n.node is not None), None)
+        if observer is None or observer.node is None:
+            raise RuntimeError("no node is running: nothing can compute the ring")
+        node = observer.node
+        peer = node.topology.ring(dc, rack).owner(node.topology.token(key))
+        return next(n for n in self.rack(dc, rack) if self.peer_port(observer, n) == peer.port)
+
+    def client(self, member: ClusterNode, **kwargs: Any) -> Redis:
+        """A redis-py client for ``member`` (blocking: use it in a thread)."""
+        return member.client(**kwargs)
+
+    def admin_url(self, member: ClusterNode) -> str:
+        return member.admin_url
+
+    # -- links -----------------------------------------------------------------
 
     def unconnected(self) -> list[tuple[Node, str]]:
-        """(node, peer name) for every missing link between running nodes."""
+        """(node, peer name) for every missing link between running, unpartitioned nodes."""
         missing: list[tuple[Node, str]] = []
         running = [n for n in self.nodes if n.node is not None]
         for member in running:
             assert member.node is not None
             for other in running:
-                name = f"127.0.0.1:{other.peer_port}"
-                if other is not member and not member.node.peers.is_up(name):
+                if other is member or (self.mesh is not None and self.mesh.cut(member, other)):
+                    continue
+                name = f"127.0.0.1:{self.peer_port(member, other)}"
+                if not member.node.peers.is_up(name):
                     missing.append((member.node, name))
         return missing
 
     async def wait_connected(self) -> None:
-        """Wait until every running node links to every other (bound it with fail_after)."""
+        """Wait until every running node links to every other it is not partitioned from.
+
+        Bound it with ``trio.fail_after``.
+        """
         while missing := self.unconnected():
             await missing[0][0].peers.wait_changed()
+
+    def partition(self, side_a: Side, side_b: Side, how: str = "reject") -> None:
+        """Cut the links between two groups of nodes (needs ``fault_proxies=True``).
+
+        ``how="reject"``: connects refused, requests across fail at once;
+        ``how="drop"``: a blackhole, requests across time out.  See ``mesh``.
+        """
+        self._mesh().partition(side_a, side_b, how)
+
+    def heal(self) -> None:
+        """End every partition; links come back by the nodes' own reconnects."""
+        self._mesh().heal()
+
+    def _mesh(self) -> PeerMesh:
+        if self.mesh is None:
+            raise RuntimeError("partitions need open_cluster(..., fault_proxies=True)")
+        return self.mesh
+
+    # -- faults on nodes and datastores ----------------------------------------
 
     async def start_node(self, member: ClusterNode) -> Node:
         if member.node is not None:
@@ -212,13 +190,33 @@ class Cluster:
 
     async def stop_datastore(self, member: ClusterNode) -> None:
         if member.redis is None:
-            raise RuntimeError("only redis datastores can be stopped")
+            raise RuntimeError("only redis datastores can be stopped (datastore='redis')")
         await trio.to_thread.run_sync(member.redis.stop)
 
     async def start_datastore(self, member: ClusterNode) -> None:
         if member.redis is None:
-            raise RuntimeError("only redis datastores can be started")
+            raise RuntimeError("only redis datastores can be started (datastore='redis')")
         await trio.to_thread.run_sync(member.redis.start)
+
+    async def restore(self) -> None:
+        """Undo every fault: datastores and nodes running, no partition, links up."""
+        for member in self.nodes:
+            if member.redis is not None and not member.redis.running:
+                await self.start_datastore(member)
+        for member in self.nodes:
+            await self.start_node(member)
+        if self.mesh is not None:
+            self.mesh.heal()
+        with trio.fail_after(STARTUP_TIMEOUT):
+            await self.wait_connected()
+
+    async def replicas(self, key: bytes | str) -> dict[str, bytes | None]:
+        """What each rack's owner of ``key`` holds, read from its own datastore."""
+        raw = key.encode() if isinstance(key, str) else key
+        out: dict[str, bytes | None] = {}
+        for dc, rack in dict.fromkeys((n.dc, n.rack) for n in self.nodes):
+            out[f"{dc}/{rack}"] = await read_direct(self.owner(dc, rack, raw), raw)
+        return out
 
     async def _run(self, member: ClusterNode, *, task_status: trio.TaskStatus[Node]) -> None:
         assert member.config is not None
@@ -239,51 +237,28 @@ class Cluster:
             member._stopped.set()
 
 
-PerNode = Callable[[ClusterNode], Mapping[str, Any]]
-
-
-def _configs(
-    layout: Layout, datastore: str, overrides: Mapping[str, Any], per_node: PerNode | None
-) -> list[ClusterNode]:
-    members: list[ClusterNode] = []
-    total = sum(count for racks in layout.values() for count in racks.values())
-    # Node sockets stay bound from here on; redis-server ports come from one
-    # batch chosen while they are held, so every port is distinct.
-    try:
-        for dc, racks in layout.items():
-            for rack, count in racks.items():
-                for index, token in enumerate(even_tokens(count)):
-                    sockets, ports = _reserve()
-                    members.append(ClusterNode(dc, rack, index, token, *ports, sockets))
-        redis_ports = iter(free_ports(total if datastore == "redis" else 0))
-    except BaseException:
-        for member in members:
-            member.release()
-        raise
+async def _start_datastores(members: list[ClusterNode], redis_exec: str | None) -> None:
     for member in members:
-        if datastore == "redis":
-            member.redis = RedisServer(port=next(redis_ports))
-            spec = DatastoreSpec.tcp(member.redis.host, member.redis.port)
-        else:
-            spec = DatastoreSpec.embedded()
-        seeds = tuple(
-            Seed("127.0.0.1", other.peer_port, other.rack, other.dc, (other.token,))
-            for other in members
-            if other is not member
-        )
-        member.config = NodeConfig(
-            listen=HostPort("127.0.0.1", member.client_port),
-            dyn_listen=HostPort("127.0.0.1", member.peer_port),
-            servers=(spec,),
-            datacenter=member.dc,
-            rack=member.rack,
-            tokens=(member.token,),
-            dyn_seeds=seeds,
-            **{"stats_listen": HostPort("127.0.0.1", 0), **overrides},
-        )
-        if per_node is not None:
-            member.config = attrs.evolve(member.config, **per_node(member))
-    return members
+        member.redis = RedisServer(binary=redis_exec)
+        await trio.to_thread.run_sync(member.redis.start)
+
+
+async def _start(
+    cluster: Cluster, members: list[ClusterNode], log: StartupLog, wait: bool, limit: float
+) -> None:
+    for member in members:
+        try:
+            await cluster.start_node(member)
+        except Exception as exc:
+            raise log.error(f"node {member.name} did not start", exc) from innermost(exc)
+    if wait:
+        try:
+            with trio.fail_after(limit):
+                await cluster.wait_connected()
+        except trio.TooSlowError as exc:
+            links = cluster.unconnected()
+            missing = ", ".join(f"{node.config.dyn_listen}->{peer}" for node, peer in links)
+            raise log.error(f"links still down after {limit:g}s ({missing})", exc) from exc
 
 
 @asynccontextmanager
@@ -293,6 +268,9 @@ async def open_cluster(
     datastore: str = "embedded",
     per_node: PerNode | None = None,
     wait_connected: bool = True,
+    fault_proxies: bool = False,
+    startup_timeout: float = STARTUP_TIMEOUT,
+    redis_exec: str | None = None,
     **config: Any,
 ) -> AsyncIterator[Cluster]:
     """Run ``layout`` (``{dc: {rack: nodes}}``) in-process; see the module docstring.
@@ -302,26 +280,45 @@ async def open_cluster(
     ``per_node(member)`` returns overrides for one node (its certificate,
     say: see ``testing.tls``).  ``wait_connected=False`` yields as soon as
     every node started, for tests of links that must not come up.
+    ``fault_proxies=True`` puts a fault proxy on every peer link, for
+    ``Cluster.partition``.  ``redis_exec`` is the redis-server to run
+    (default: the one on PATH).
     """
-    if datastore not in ("embedded", "redis"):
-        raise ValueError("datastore must be 'embedded' or 'redis'")
-    members = _configs(layout, datastore, config, per_node)
+    if datastore not in DATASTORES:
+        raise ValueError(f"datastore must be one of {', '.join(DATASTORES)}, not {datastore!r}")
+    members = reserve(layout)
+    failure: ClusterStartError | None = None
+    startup = ExitStack()
     try:
-        for member in members:
-            if member.redis is not None:
-                await trio.to_thread.run_sync(member.redis.start)
-        async with trio.open_nursery() as nursery:
-            cluster = Cluster(members, nursery)
-            for member in members:
-                await cluster.start_node(member)
-            if wait_connected:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    await cluster.wait_connected()
+        log = startup.enter_context(capture_logs())
+        if datastore == "redis":
             try:
-                yield cluster
-            finally:
+                await _start_datastores(members, redis_exec)
+            except Exception as exc:
+                raise log.error("a redis-server did not start", exc) from innermost(exc)
+        async with trio.open_nursery() as nursery:
+            mesh = PeerMesh() if fault_proxies else None
+            cluster = Cluster(members, nursery, mesh)
+            try:
+                if mesh is not None:
+                    await mesh.open(nursery, members)
+                configure(members, config, per_node, cluster.peer_port)
+                await _start(cluster, members, log, wait_connected, startup_timeout)
+            except Exception as exc:
+                failure = exc if isinstance(exc, ClusterStartError) else None
+                if failure is None:
+                    failure = log.error("the cluster did not start", exc)
                 nursery.cancel_scope.cancel()
+            else:
+                startup.close()
+                try:
+                    yield cluster
+                finally:
+                    nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
     finally:
+        startup.close()
         for member in members:
             member.release()
             if member.redis is not None:

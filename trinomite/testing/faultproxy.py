@@ -21,6 +21,9 @@ live connections as well as new ones:
   every new one as soon as it is accepted.
 * ``refuse()`` (alias ``partition()``): close new connections at once and
   cut every live one (FIN).
+* ``reject()``: what a firewall's REJECT does: reset every live connection
+  and stop listening, so connects fail with "Connection refused" at the
+  caller.  Any other mode listens again on the same port.
 
 The proxy counts what it saw (``accepted``, ``bytes_up``) and tests can
 wait for a count with ``wait_until``, which parks on an event instead of
@@ -43,6 +46,8 @@ import trio
 __all__ = ["FaultProxy", "Mode", "serve_fault_proxy"]
 
 RECEIVE_SIZE = 64 * 1024
+#: How long the proxy may wait to listen on its own port again after reject().
+RELISTEN_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
@@ -52,6 +57,7 @@ class Mode(enum.Enum):
     DROP = "drop"
     RESET = "reset"
     REFUSE = "refuse"
+    REJECT = "reject"
 
 
 @attrs.define(eq=False)
@@ -91,22 +97,31 @@ class FaultProxy:
     # -- mode switches (synchronous, effective at once) ---------------------
 
     def pass_through(self) -> None:
-        self.mode = Mode.PASS
+        self._set(Mode.PASS)
 
     def latency(self, seconds: float) -> None:
         self.delay = seconds
-        self.mode = Mode.LATENCY
+        self._set(Mode.LATENCY)
 
     def drop(self) -> None:
-        self.mode = Mode.DROP
+        self._set(Mode.DROP)
 
     def reset(self) -> None:
-        self.mode = Mode.RESET
+        self._set(Mode.RESET)
         self._cut_all(rst=True)
 
     def refuse(self) -> None:
-        self.mode = Mode.REFUSE
+        self._set(Mode.REFUSE)
         self._cut_all(rst=False)
+
+    def reject(self) -> None:
+        self._set(Mode.REJECT)
+        self._cut_all(rst=True)
+        self.listener.socket.close()  # connects are refused from now on
+
+    @property
+    def listening(self) -> bool:
+        return self.listener.socket.fileno() != -1
 
     partition = refuse
 
@@ -122,6 +137,10 @@ class FaultProxy:
 
     # -- internals ----------------------------------------------------------
 
+    def _set(self, mode: Mode) -> None:
+        self.mode = mode
+        self._notify()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
@@ -131,9 +150,32 @@ class FaultProxy:
             link.rst = rst
             link.scope.cancel()
 
+    async def _listen_again(self) -> None:
+        """After reject(): park until another mode is chosen, then listen on the old port."""
+        while self.mode is Mode.REJECT:
+            await self._changed.wait()
+        with trio.fail_after(RELISTEN_TIMEOUT):
+            while True:
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    await sock.bind((self.host, self.port))
+                    break
+                except OSError:
+                    sock.close()
+                    await trio.sleep(0.02)  # an outgoing connection holds the port
+        sock.listen(128)
+        self.listener = trio.SocketListener(sock)
+        self._notify()
+
     async def serve(self, handlers: trio.Nursery) -> None:
         while True:
-            client = await self.listener.accept()
+            if not self.listening:
+                await self._listen_again()
+            try:
+                client = await self.listener.accept()
+            except (trio.ClosedResourceError, OSError):
+                continue  # reject() closed the listener under us
             self.accepted += 1
             self._notify()
             if self.mode is Mode.RESET:

@@ -12,21 +12,44 @@ moving).  ``stop()`` and ``start()`` keep the port, so a
 test can kill a datastore and bring it back at the same address to check
 that a node reconnects by itself.
 
+The server logs to a file in its own temporary directory; a start that
+fails says why with that log's last lines.  Every server still running when
+the interpreter exits is killed (``atexit``), so even a harness that never
+reached its cleanup leaves no redis-server behind.
+
 This module spawns processes with ``subprocess`` and polls with short,
 bounded waits; it is test and example tooling, not part of a node.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 
-__all__ = ["RedisServer", "free_port", "free_ports", "redis_server"]
+__all__ = ["MISSING_REDIS", "RedisServer", "free_port", "free_ports", "redis_server"]
+
+MISSING_REDIS = (
+    "redis-server is not installed or not on PATH: install it (Debian/Ubuntu: "
+    "apt-get install redis-server; Fedora: dnf install redis; macOS: brew install "
+    "redis) or name the binary (pytest: --trinomite-redis-exec / trinomite_redis_exec)"
+)
+#: Log lines a failed start shows.
+LOG_TAIL = 20
+_running: weakref.WeakSet[RedisServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_running):
+        server.stop()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,11 +87,15 @@ def _answers_ping(host: str, port: int) -> bool:
 class RedisServer:
     """One redis-server process; ``start()``/``stop()`` may be repeated."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.binary = binary
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, binary: str | None = None
+    ) -> None:
+        found = shutil.which(binary or "redis-server")
+        if found is None:
+            if binary is not None:
+                raise FileNotFoundError(f"redis-server binary {binary!r} not found")
+            raise FileNotFoundError(MISSING_REDIS)
+        self.binary = found
         self.host = host
         self.port = port or free_port(host)
         #: False once others may know the address: the port must not move.
@@ -95,6 +122,7 @@ class RedisServer:
                 "dir": self._dir,
                 "daemonize": "no",
                 "protected-mode": "no",
+                "logfile": self.log_path,
             }
             self._process = subprocess.Popen(
                 [
@@ -104,6 +132,7 @@ class RedisServer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            _running.add(self)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
@@ -116,11 +145,28 @@ class RedisServer:
             if not self._may_move:
                 break
             self.port = free_port(self.host)
-        raise RuntimeError(f"redis-server did not start on {self.address}")
+        raise RuntimeError(
+            f"{self.binary} did not start on {self.address} within {timeout:g}s; "
+            f"its log ends:\n{self.log_tail()}"
+        )
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self._dir, "redis.log")
+
+    def log_tail(self, lines: int = LOG_TAIL) -> str:
+        """The last lines of the server's log ('(empty)' if it wrote none)."""
+        try:
+            with open(self.log_path, errors="replace") as log:
+                tail = log.readlines()[-lines:]
+        except OSError:
+            tail = []
+        return "".join(tail).rstrip() or "(empty)"
 
     def stop(self) -> None:
         """Kill the server (SIGKILL: like a crash) and wait for it to exit."""
         process, self._process = self._process, None
+        _running.discard(self)
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(timeout=10)

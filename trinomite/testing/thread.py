@@ -23,6 +23,7 @@ its error in the calling thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -31,40 +32,23 @@ from typing import Any, TypeVar
 import trio
 from redis import Redis
 
-from .cluster import Cluster, ClusterNode, Layout, open_cluster
+from .cluster import STARTUP_TIMEOUT, Cluster, ClusterNode, Layout, open_cluster
+from .mesh import Side
 
 __all__ = ["ThreadCluster", "run_in_thread"]
 
 T = TypeVar("T")
-#: Longest wait for the cluster to start or stop (seconds).
-START_TIMEOUT = 60.0
-
-
-async def _read_direct(member: ClusterNode, key: bytes) -> bytes | None:
-    """``GET key`` from the member's own datastore, bypassing every node."""
-    if member.redis is not None:
-
-        def get() -> Any:
-            with member.datastore(socket_timeout=10) as client:
-                return client.get(key)
-
-        value: bytes | None = await trio.to_thread.run_sync(get)
-        return value
-    node = member.node
-    if node is None or node.pool.store is None:
-        raise RuntimeError(f"{member.name} is not running: its embedded store is gone")
-    stream = node.pool.store.connect()
-    await stream.send_all(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
-    reply = await stream.receive_some()
-    await stream.aclose()
-    if reply.startswith(b"$-1"):
-        return None
-    _, _, rest = reply.partition(b"\r\n")
-    return rest[: -len(b"\r\n")]
+#: Longest wait for the cluster's thread to stop (seconds).
+STOP_TIMEOUT = 60.0
+#: Beyond the cluster's own startup_timeout, for its datastores to start.
+START_MARGIN = 60.0
 
 
 class ThreadCluster:
-    """A running cluster, driven from another thread (see the module doc)."""
+    """A running cluster, driven from another thread (see the module doc).
+
+    The same methods as ``Cluster``, blocking instead of async.
+    """
 
     def __init__(self, cluster: Cluster, token: trio.lowlevel.TrioToken) -> None:
         self.cluster = cluster
@@ -73,6 +57,9 @@ class ThreadCluster:
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return trio.from_thread.run(fn, *args, trio_token=self._token)
 
+    def _run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
     @property
     def nodes(self) -> list[ClusterNode]:
         return self.cluster.nodes
@@ -80,15 +67,21 @@ class ThreadCluster:
     def node(self, dc: str, rack: str, index: int = 0) -> ClusterNode:
         return self.cluster.node(dc, rack, index)
 
+    def rack(self, dc: str, rack: str) -> list[ClusterNode]:
+        return self.cluster.rack(dc, rack)
+
+    def dc(self, dc: str) -> list[ClusterNode]:
+        return self.cluster.dc(dc)
+
+    def owner(self, dc: str, rack: str, key: bytes) -> ClusterNode:
+        return self._run_sync(self.cluster.owner, dc, rack, key)
+
     def client(self, member: ClusterNode, **kwargs: Any) -> Redis:
         """A redis-py client for ``member``'s client port."""
         return member.client(**kwargs)
 
     def admin_url(self, member: ClusterNode) -> str:
-        node = member.node
-        if node is None or node.admin_address is None:
-            raise RuntimeError(f"{member.name} is not running")
-        return f"http://{node.admin_address}"
+        return member.admin_url
 
     def stop_node(self, member: ClusterNode) -> None:
         self._run(self.cluster.stop_node, member)
@@ -102,7 +95,18 @@ class ThreadCluster:
     def start_datastore(self, member: ClusterNode) -> None:
         self._run(self.cluster.start_datastore, member)
 
-    def wait_connected(self, timeout: float = START_TIMEOUT) -> None:
+    def partition(self, side_a: Side, side_b: Side, how: str = "reject") -> None:
+        self._run_sync(self.cluster.partition, side_a, side_b, how)
+
+    def heal(self) -> None:
+        self._run_sync(self.cluster.heal)
+
+    def restore(self) -> None:
+        self._run(self.cluster.restore)
+
+    def wait_connected(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Block until every unpartitioned link is up (TooSlowError after ``timeout``)."""
+
         async def wait() -> None:
             with trio.fail_after(timeout):
                 await self.cluster.wait_connected()
@@ -111,16 +115,7 @@ class ThreadCluster:
 
     def replicas(self, key: bytes | str) -> dict[str, bytes | None]:
         """What each rack's owner of ``key`` holds, read from its own datastore."""
-        raw = key.encode() if isinstance(key, str) else key
-
-        async def read() -> dict[str, bytes | None]:
-            out: dict[str, bytes | None] = {}
-            for dc, rack in dict.fromkeys((n.dc, n.rack) for n in self.cluster.nodes):
-                owner = self.cluster.owner(dc, rack, raw)
-                out[f"{dc}/{rack}"] = await _read_direct(owner, raw)
-            return out
-
-        return self._run(read)
+        return self._run(self.cluster.replicas, key)
 
 
 @contextmanager
@@ -128,17 +123,19 @@ def run_in_thread(layout: Layout, **options: Any) -> Iterator[ThreadCluster]:
     """Run ``open_cluster(layout, **options)`` in a background thread for the block."""
     ready: list[ThreadCluster] = []
     failure: list[BaseException] = []
+    loop_up = threading.Event()
     started = threading.Event()
-    stop: list[Callable[[], None]] = []
+    scope = trio.CancelScope()
+    tokens: list[trio.lowlevel.TrioToken] = []
 
     async def main() -> None:
-        token = trio.lowlevel.current_trio_token()
-        async with open_cluster(layout, **options) as cluster:
-            done = trio.Event()
-            stop.append(lambda: token.run_sync_soon(done.set))
-            ready.append(ThreadCluster(cluster, token))
-            started.set()
-            await done.wait()
+        tokens.append(trio.lowlevel.current_trio_token())
+        loop_up.set()
+        with scope:
+            async with open_cluster(layout, **options) as cluster:
+                ready.append(ThreadCluster(cluster, tokens[0]))
+                started.set()
+                await trio.sleep_forever()
 
     def body() -> None:
         try:
@@ -146,19 +143,26 @@ def run_in_thread(layout: Layout, **options: Any) -> Iterator[ThreadCluster]:
         except BaseException as exc:  # reported to the caller, not lost in the thread
             failure.append(exc)
         finally:
+            loop_up.set()
             started.set()
 
+    def stop() -> None:
+        if tokens:
+            with contextlib.suppress(trio.RunFinishedError):
+                tokens[0].run_sync_soon(scope.cancel)
+        thread.join(STOP_TIMEOUT)
+
+    limit = options.get("startup_timeout", STARTUP_TIMEOUT) + START_MARGIN
     thread = threading.Thread(target=body, name="trinomite-cluster", daemon=True)
     thread.start()
     try:
-        if not started.wait(START_TIMEOUT):
-            raise TimeoutError(f"the cluster did not start within {START_TIMEOUT:g}s")
+        loop_up.wait()
+        if not started.wait(limit):
+            raise TimeoutError(f"the cluster did not start within {limit:g}s")
         if failure:
             raise failure[0]
         yield ready[0]
     finally:
-        if stop:
-            stop[0]()
-        thread.join(START_TIMEOUT)
+        stop()  # also on Ctrl-C while starting: the start is cancelled
     if failure:
         raise failure[0]
