@@ -19,6 +19,9 @@ from trinomite import DatastoreSpec, HostPort, Node, NodeConfig, open_node
 from trinomite.testing import RedisServer
 from trinomite.testing.faultproxy import FaultProxy, serve_fault_proxy
 
+#: pytester runs example suites against the plugin (tests/test_pytest_plugin.py).
+pytest_plugins = ["pytester"]
+
 T = TypeVar("T")
 
 
