@@ -4,11 +4,20 @@ nox -s tests        the whole suite (needs redis-server etc.: see .ci/run)
 nox -s lint         ruff (lint and format check) and mypy --strict on the package
 nox -s demo         a node on the embedded store, used through redis-py
 nox -s bench        redis-benchmark against redis, twemproxy and trinomite
+nox -s wheel        build sdist + wheel, twine check, install the wheel alone into a
+                    venv with no system packages (dependencies from PyPI), run the
+                    CLI and a plugin test there
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+
 import nox
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 nox.options.sessions = ["lint", "tests"]
 
@@ -37,3 +46,26 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    tmp = session.create_tmp()
+    dist = f"{tmp}/dist"
+    session.install("build", "twine")
+    session.run("python", "-m", "build", "--outdir", dist)
+    session.run("python", "-m", "twine", "check", "--strict", *glob.glob(f"{dist}/*"))
+    (wheel_file,) = glob.glob(f"{dist}/*.whl")
+    session.install(f"{wheel_file}", "pytest")
+    session.chdir(tmp)
+    session.run("trinomite", "-V")
+    os.makedirs("conf", exist_ok=True)
+    shutil.copy(os.path.join(HERE, "conf", "redis_single.yml"), "conf")
+    session.run("python", "-m", "trinomite", "-t", "conf/redis_single.yml")
+    with open("test_wheel_plugin.py", "w") as test:
+        test.write(
+            "def test_plugin(trinomite_redis):\n"
+            "    assert trinomite_redis.set('k', 'v')\n"
+            "    assert trinomite_redis.get('k') == b'v'\n"
+        )
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_wheel_plugin.py")
