@@ -63,3 +63,27 @@ def test_a_cluster_that_cannot_start_raises_in_the_caller():
     ):
         pytest.fail("started")
     assert cluster_threads() == []
+
+
+def test_links_that_never_come_up_are_a_start_up_error_with_the_nodes_log():
+    """startup_timeout bounds the wait for the links; the error names them and shows the log."""
+    from trinomite.config.model import Seed
+    from trinomite.testing import ClusterStartError, free_port
+
+    dead = free_port()  # nothing listens there
+
+    def misseeded(member):
+        if member.rack != "r2":
+            return {}
+        return {"dyn_seeds": (Seed("127.0.0.1", dead, "r1", "dc1", (0,)),)}
+
+    with (
+        pytest.raises(ClusterStartError, match=r"links still down after 0\.5s") as caught,
+        run_in_thread({"dc1": {"r1": 1, "r2": 1}}, per_node=misseeded, startup_timeout=0.5),
+    ):
+        pytest.fail("started")
+    message = str(caught.value)
+    assert "--- trinomite log, last" in message
+    assert f"127.0.0.1:{dead}" in message
+    assert "connect failed" in message
+    assert cluster_threads() == []

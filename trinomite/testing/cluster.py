@@ -144,7 +144,8 @@ class Cluster:
                 if other is member or (self.mesh is not None and self.mesh.cut(member, other)):
                     continue
                 name = f"127.0.0.1:{self.peer_port(member, other)}"
-                if not member.node.peers.is_up(name):
+                peers = member.node.peers
+                if name not in peers.pools or not peers.is_up(name):  # unknown: seeded elsewhere
                     missing.append((member.node, name))
         return missing
 
