@@ -6,6 +6,8 @@ import threading
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from trinomite.testing.thread import run_in_thread
 
@@ -39,7 +41,7 @@ def test_a_sync_test_drives_a_whole_cluster(datastore):
     assert cluster_threads() == []
     port = first.client_port
     with pytest.raises(redis.ConnectionError):
-        redis.Redis(port=port, socket_connect_timeout=1).ping()
+        redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)).ping()
 
 
 def test_an_exception_in_the_block_still_stops_everything():
