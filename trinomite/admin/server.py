@@ -8,7 +8,7 @@ carries one request, as in Dynomite (which closes after every reply)::
 
     handle(stream)                          supervisor: Exception -> log, close
     `-- within request_timeout:
-        |-- h11 reads the request head      malformed / > MAX_HEAD bytes -> 400
+        |-- h11 reads the request head      malformed -> 400, > MAX_HEAD bytes -> 431
         |-- GET /feed + Upgrade: websocket  -> feed.serve_feed(ReplayStream)
         |                                      (outside the request deadline)
         `-- http.dispatch(...) -> Response  -> h11 bytes -> send_all
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from http import HTTPStatus
 
 import attrs
 import h11
@@ -96,7 +97,7 @@ class AdminServer:
             try:
                 request = await _read_head(stream, conn, received)
             except h11.RemoteProtocolError as exc:
-                await self._reply(stream, conn, error(400, f"Bad Request: {exc}"), False)
+                await self._reply(stream, conn, _malformed(exc), False)
                 return
             if request is None:
                 return
@@ -243,3 +244,15 @@ async def serve_admin(
             )
         log.info("admin listening on %s:%d", *bound)
         task_status.started(bound)
+
+
+def _malformed(exc: h11.RemoteProtocolError) -> Response:
+    """400 (or h11's 431 for an oversized head) naming the problem, never echoing the input.
+
+    h11's messages end with a repr of the offending bytes
+    (``illegal request line: bytearray(b'...')``): only the part before
+    the first colon is a description.
+    """
+    status = exc.error_status_hint
+    what = str(exc).split(":", 1)[0].strip() or "malformed request"
+    return error(status, f"{HTTPStatus(status).phrase}: {what}")
