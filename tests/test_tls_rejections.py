@@ -190,7 +190,9 @@ async def test_plaintext_request_across_datacenters_is_refused_with_the_reason(t
             await wait_for(lambda: link_failures(b, a) >= 1, "dc2 to hear the refusal")
             await wait_for(lambda: inbound_failures(a) >= 1, "dc1 to count it")
             assert_counted(b, a, down=False)  # it reconnects, to be refused again
-    assert "refused by the peer: a peer in another datacenter sent plaintext" in caplog.text
+            # The link logs the loss once it has unwound, after counting it.
+            reason = "refused by the peer: a peer in another datacenter sent plaintext"
+            await wait_for(lambda: reason in caplog.text, "dc2 to log the reason")
 
 
 async def test_plaintext_frame_on_a_tls_link_gets_a_refusal_frame(tmp_path):
