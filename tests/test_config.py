@@ -146,6 +146,11 @@ SAMPLES = {
     "client_tls_key_file": "tls/client-listener.key",
     "client_tls_ca_file": "tls/clients-ca.crt",
     "client_tls_verify": "optional",
+    "allowed_commands": ["replicaof", "config get"],
+    "requirepass": "client-secret",
+    "users": ["app:rw:app-pass", "report:ro:pa:ss"],
+    "datastore_username": "trinomite",
+    "datastore_password": "store-secret",
 }
 
 
@@ -362,7 +367,7 @@ def test_structure_errors(tmp_path, text, line, column, key, fragment):
     ("key", "fragment"),
     [
         ("timeuot", "unknown key (did you mean 'timeout'?)"),
-        ("requirepass", "unknown key (Dynomite has no password key"),
+        ("redis_requirepass", "unknown key (the datastore's password is datastore_password"),
         ("redis", "replaced by data_store: 0"),
         ("pool_name", "unknown key"),
         ("zzz", "unknown key (see docs/configuration.md)"),

@@ -132,7 +132,10 @@ async def test_errors_keep_the_connection_open(node):
         b"-ERR unsupported command 'multi': transactions"
     )
     assert (await raw.command("CONFIG", "SET", "x", "y")).startswith(
-        b"-ERR unsupported command 'config set'"
+        b"-NOPERM trinomite does not forward 'config set'"
+    )
+    assert (await raw.command("CONFIG", "HELP")).startswith(
+        b"-ERR unsupported command 'config help'"
     )
     assert await raw.command("GET") == b"-ERR wrong number of arguments for 'get' command\r\n"
     assert (await raw.command("FLUSHALL")).startswith(b"-ERR unsupported command 'flushall'")

@@ -7,6 +7,9 @@ the command up in the table and decides, without awaiting:
 
 * unknown / unsupported / wrong arity / refused subcommand -> an error reply
   now (the connection stays open, unlike Dynomite which drops it);
+* a command on the datastore's server state (``protocol.guard``) -> refused
+  with ``-NOPERM`` unless the operator allowed it; INFO is forwarded on its
+  own and its reply redacted;
 * ``node`` route -> answered by ``local.answer`` now;
 * anything else -> handed to the datastore pool (or the coordinator) with a
   slot of the batch to fill later.
@@ -37,6 +40,8 @@ from ..protocol import replies as r
 from ..protocol.commands import (
     BY_BYTES,
     CHECKED_SUBCOMMANDS,
+    GUARDED_COMMANDS,
+    Access,
     CommandSpec,
     Route,
     arity_error,
@@ -44,8 +49,10 @@ from ..protocol.commands import (
     unknown_command_error,
     unsupported_reason,
 )
+from ..protocol.guard import CommandGuard, redact_info
 from ..protocol.requests import encode_command
 from ..stats.requests import RequestStats
+from .auth import NOAUTH
 from .local import Session, answer
 
 __all__ = ["Dispatcher"]
@@ -53,6 +60,32 @@ __all__ = ["Dispatcher"]
 
 def _unsupported(name: str, why: str) -> bytes:
     return r.error(f"ERR unsupported command '{name}': {why}")
+
+
+#: What an unauthenticated client may run (Redis's no-auth commands).
+PRE_AUTH_COMMANDS = frozenset({"auth", "hello", "quit"})
+#: Server-state commands a read-only user may not run even where they read.
+_NOT_READ_ONLY = frozenset({"script", "config", "replicaof", "slaveof"})
+
+
+def _read_only_refusal(session: Session, spec: CommandSpec, args: list[bytes]) -> bytes | None:
+    if spec.name in _NOT_READ_ONLY or spec.is_write(args):
+        return r.error(
+            f"NOPERM User {session.user} has no permissions to run the '{spec.name}' command"
+        )
+    return None
+
+
+class _Redacted:
+    """A sink that hands on an INFO reply without the redacted lines."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: ReplySink) -> None:
+        self.sink = sink
+
+    def set(self, reply: bytes) -> None:
+        self.sink.set(redact_info(reply))
 
 
 class Dispatcher:
@@ -66,8 +99,10 @@ class Dispatcher:
         stats: RequestStats,
         *,
         cluster: bool,
+        guard: CommandGuard | None = None,
     ) -> None:
         self.pool = pool
+        self.guard = guard or CommandGuard()
         self.timeout = pool.connections[0].timeout if pool.connections else 5.0
         self.draining = False
         #: Routes requests across the cluster (and through the state gate).
@@ -90,6 +125,7 @@ class Dispatcher:
         started = trio.current_time()
         deadline = started + self.timeout
         draining = self.draining
+        readonly = session.readonly
         by_bytes = BY_BYTES
         indices: list[int] = []  # each answered request's command, for the latency stats
         for args in requests:
@@ -99,6 +135,7 @@ class Dispatcher:
                 or not spec.plain
                 or not spec.min_args <= len(args) <= spec.max_args
                 or draining
+                or (readonly and spec.access is not Access.READ)
             ):
                 break
             indices.append(spec.index)
@@ -122,12 +159,19 @@ class Dispatcher:
                 reply = r.error(arity_error(spec.name))
             elif spec.route is Route.NODE:
                 reply = answer(spec, session, args)
+            elif readonly and (refused := _read_only_refusal(session, spec, args)):
+                reply = refused
             elif draining:
                 reply = redis_error(NodeError.SHUTTING_DOWN)
-            elif spec.name in CHECKED_SUBCOMMANDS and (
-                refused := self._refuse_subcommand(spec, args)
-            ):
+            elif refused := self._refuse(spec, args):
                 reply = refused
+            elif spec.name == "info" and self.guard.redact:
+                if run:
+                    self._forward(session, run, gather, deadline)
+                    run = []
+                raw, redacted = encode_command(args), _Redacted(gather.slot())
+                self.pool.send(session.id, session.protocol, raw, 1, redacted, deadline)
+                continue
             else:
                 run.append(args)
                 continue
@@ -141,6 +185,23 @@ class Dispatcher:
             self._forward(session, run, gather, deadline)
         gather.seal()
         return indices
+
+    def before_auth(self, session: Session, args: list[bytes]) -> bytes:
+        """The reply to a request from a client that has not authenticated yet.
+
+        As Redis orders its checks: an unknown command or a wrong argument
+        count is said first, then anything but AUTH, HELLO and QUIT gets
+        ``-NOAUTH``.  Never forwarded, so always answered at once.
+        """
+        spec = BY_BYTES.get(args[0]) or lookup(args[0])
+        if spec is None:
+            self.stats.unknown += 1
+            return self._reject_unknown(args)
+        if not spec.arity_ok(len(args)):
+            return r.error(arity_error(spec.name))
+        if spec.name not in PRE_AUTH_COMMANDS:
+            return NOAUTH
+        return answer(spec, session, args)
 
     def _forward(
         self, session: Session, run: list[list[bytes]], gather: Gather, deadline: float
@@ -163,6 +224,14 @@ class Dispatcher:
         if why is not None:
             return _unsupported(args[0].decode("latin-1").lower(), why)
         return r.error(unknown_command_error(args))
+
+    def _refuse(self, spec: CommandSpec, args: list[bytes]) -> bytes | None:
+        """Why a checked or guarded command is not forwarded; None if it is."""
+        if spec.name in CHECKED_SUBCOMMANDS and (refused := self._refuse_subcommand(spec, args)):
+            return refused
+        if spec.name in GUARDED_COMMANDS:
+            return self.guard.refusal(spec.name, args)
+        return None
 
     @staticmethod
     def _refuse_subcommand(spec: CommandSpec, args: list[bytes]) -> bytes | None:

@@ -26,6 +26,7 @@ from .._version import __version__
 from ..config.model import Consistency
 from ..protocol import replies as r
 from ..protocol.commands import COMMANDS, CommandSpec, Route, arity_error, extract_keys, lookup
+from .auth import DEFAULT_USER, NOAUTH_HELLO, WRONGPASS, Authenticator
 
 __all__ = ["HANDLERS", "Session", "answer"]
 
@@ -46,6 +47,19 @@ class Session:
     read_consistency: Consistency = Consistency.DC_ONE
     write_consistency: Consistency = Consistency.DC_ONE
     closing: bool = False
+    #: Who may connect, when clients must AUTH (None: no password configured).
+    auth: Authenticator | None = None
+    authenticated: bool = True
+    user: str = DEFAULT_USER
+    #: A read-only user's session: writes get -NOPERM.
+    readonly: bool = False
+
+    @classmethod
+    def open(cls, id: int, address: str, auth: Authenticator | None) -> Session:
+        """A new client's session: unauthenticated when ``auth`` requires it."""
+        if auth is None or not auth.required:
+            return cls(id, address)
+        return cls(id, address, auth=auth, authenticated=False)
 
 
 Handler = Callable[[Session, list[bytes]], bytes]
@@ -82,9 +96,18 @@ def _select(session: Session, args: list[bytes]) -> bytes:
 
 
 def _auth(session: Session, args: list[bytes]) -> bytes:
-    # No password is configured: answer as Redis 7 does with a nopass default user.
     if len(args) > 3:
         return r.error("ERR syntax error")
+    auth = session.auth
+    if auth is not None:
+        user = auth.check(args[1] if len(args) == 3 else None, args[-1])
+        if user is None:
+            return WRONGPASS
+        session.authenticated = True
+        session.user = user.name
+        session.readonly = user.readonly
+        return b"+OK\r\n"
+    # No password is configured: answer as Redis 7 does with a nopass default user.
     if len(args) == 2:
         return r.error(
             "ERR AUTH <password> called without any password configured for the default "
@@ -121,6 +144,8 @@ def _hello(session: Session, args: list[bytes]) -> bytes:
             i += 2
         else:
             return r.error(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
+    if not session.authenticated:
+        return NOAUTH_HELLO
     session.protocol = protocol
     session.name = name
     fields: dict[bytes, bytes | int | list[bytes]] = {

@@ -110,7 +110,9 @@ class ClientConnection:
         self.fd = sock.fileno()
         self.session = session
         self.reactor = reactor
-        self.parser = RequestParser(reactor.limits)
+        self.parser = RequestParser(
+            reactor.limits if session.authenticated else reactor.preauth_limits
+        )
         self.readable = True  # data may have arrived before the socket was registered
         self.eof = False
         self.closed = False
@@ -196,10 +198,35 @@ class ClientConnection:
     def _parse(self, data: bytes) -> None:
         parser = self.parser
         parser.feed(data)
+        if not self.session.authenticated and not self._before_auth():
+            return
         requests = parser.parse()
         if requests:
             self.queued = requests
             self.queued_blob = parser.blob
+
+    def _before_auth(self) -> bool:
+        """Answer requests one at a time until the client authenticates.
+
+        All of them are answered at once by the node (``Dispatcher.before_auth``),
+        so nothing is in flight.  True once authenticated: what was sent after
+        the AUTH is then parsed with the normal limits.
+        """
+        session = self.session
+        parser = self.parser
+        reactor = self.reactor
+        replies = []
+        while not session.authenticated and not session.closing:
+            args = parser.next_request()
+            if args is None:
+                break
+            replies.append(reactor.dispatcher.before_auth(session, args))
+        if replies:
+            self._write(b"".join(replies))
+        if not session.authenticated or session.closing:
+            return False
+        parser.set_limits(reactor.limits)
+        return True
 
     def _start_round(self) -> None:
         reactor = self.reactor
@@ -276,6 +303,7 @@ class ClientReactor:
         self.dispatcher = dispatcher
         self.stats = stats
         self.limits = limits
+        self.preauth_limits = attrs.evolve(limits, unauthenticated=True)
         self.max_pipeline = max_pipeline
         self.counters = counters
         self.make_session = make_session

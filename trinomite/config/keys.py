@@ -38,6 +38,8 @@ import attrs
 
 from trinomite.config.model import (
     STATS_LISTEN_FILE_DEFAULT,
+    USER_FORMAT,
+    ClientUser,
     ClientVerify,
     Consistency,
     DataStore,
@@ -48,6 +50,7 @@ from trinomite.config.model import (
     Seed,
     UnixPath,
 )
+from trinomite.protocol.guard import GUARDED
 from trinomite.ring.hashing import NAMES
 
 __all__ = [
@@ -233,6 +236,15 @@ def _hash_tag(text: str) -> str:
         raise Invalid('exactly two characters, like "{}" (quoted)')
     return text
 
+
+def _user(text: str) -> ClientUser:
+    try:
+        return ClientUser.parse(text)
+    except ValueError:
+        raise Invalid(USER_FORMAT) from None
+
+
+USERS = Parser(USER_FORMAT, _user, many=True)
 
 HASH_TAG = Parser('exactly two characters, like "{}" (quoted)', _hash_tag)
 
@@ -562,6 +574,40 @@ KEYS: tuple[Key, ...] = (
         "client_tls_verify",
         choice({v.value: v for v in ClientVerify}),
         "Whether TLS clients must present a certificate signed by client_tls_ca_file.",
+        extension=True,
+    ),
+    Key(
+        "allowed_commands",
+        attrs.evolve(choice({name: name for name in GUARDED}), many=True),
+        "Server-state commands clients may run on the datastore anyway (refused by default).",
+        extension=True,
+        differs="Dynomite forwards REPLICAOF/SLAVEOF and CONFIG GET/INFO unfiltered "
+        "(docs/redis-commands.md).",
+    ),
+    Key(
+        "requirepass",
+        TEXT,
+        "Password of the default client user; clients must AUTH when set.",
+        extension=True,
+        differs="Dynomite has no client AUTH (its issue #46); see docs/security.md.",
+    ),
+    Key(
+        "users",
+        USERS,
+        "Named client users with read-write (rw) or read-only (ro) rights.",
+        extension=True,
+        differs="With users and no requirepass, the default user is disabled.",
+    ),
+    Key(
+        "datastore_username",
+        NAME,
+        "ACL user the node authenticates as on its datastore connections.",
+        extension=True,
+    ),
+    Key(
+        "datastore_password",
+        TEXT,
+        "Password the node sends (AUTH) on its datastore connections; never the clients'.",
         extension=True,
     ),
 )

@@ -61,8 +61,8 @@ _ROOT = "one root key, the pool name (like dyn_o_mite:), with the settings inden
 
 #: Keys users commonly try, with what to do instead (dynomite.md section 1.2).
 _UNKNOWN_HINTS = {
-    "requirepass": "Dynomite has no password key, and neither has trinomite",
-    "redis_requirepass": "Dynomite has no password key, and neither has trinomite",
+    "redis_requirepass": "the datastore's password is datastore_password; the clients' "
+    "is requirepass",
     "redis": "replaced by data_store: 0 in Dynomite in 2015",
 }
 

@@ -22,6 +22,7 @@ import attrs
 
 __all__ = [
     "STATS_LISTEN_FILE_DEFAULT",
+    "ClientUser",
     "ClientVerify",
     "Consistency",
     "DataStore",
@@ -149,6 +150,29 @@ class Seed:
 MIB = 1024 * 1024
 
 
+USER_FORMAT = "name:rw:password or name:ro:password"
+
+
+@attrs.frozen
+class ClientUser:
+    """A named client user (``users:`` entry ``name:rw:password``)."""
+
+    name: str
+    password: str = attrs.field(repr=False)
+    readonly: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> ClientUser:
+        """``name:rw:password`` or ``name:ro:password``; ValueError naming the format."""
+        name, _, rest = text.partition(":")
+        access, _, password = rest.partition(":")
+        if not name or any(c.isspace() for c in name) or access not in ("rw", "ro"):
+            raise ValueError(f"expected {USER_FORMAT}")
+        if not password:
+            raise ValueError(f"expected {USER_FORMAT}")
+        return cls(name, password, access == "ro")
+
+
 @attrs.frozen(kw_only=True)
 class NodeConfig:
     """Everything one node needs, with Dynomite's *code* defaults.
@@ -239,6 +263,15 @@ class NodeConfig:
     client_tls_ca_file: str | None = None
     #: Whether clients must present a certificate from ``client_tls_ca_file``.
     client_tls_verify: ClientVerify = ClientVerify.NONE
+    #: Guarded server-state commands forwarded anyway (``protocol.guard.GUARDED``).
+    allowed_commands: tuple[str, ...] = ()
+    #: The ``default`` client user's password (clients must AUTH when set).
+    requirepass: str | None = attrs.field(default=None, repr=False)
+    #: Named client users, read-write or read-only (``client.auth``).
+    users: tuple[ClientUser, ...] = ()
+    #: Credentials the node presents to its datastore (never the clients').
+    datastore_username: str | None = None
+    datastore_password: str | None = attrs.field(default=None, repr=False)
 
     @property
     def datastore(self) -> DatastoreSpec:

@@ -63,6 +63,7 @@ from ..net.links import Connector, ConnState, Link, LinkFailed
 from ..net.slots import ReplySink
 from ..net.sockets import connect_tcp, connect_unix
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
+from ..protocol.requests import encode_command
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
 
@@ -94,6 +95,7 @@ class DatastoreConnection(Link):
         max_bulk_len: int,
         preconnect: bool,
         delimited: bool = True,
+        credentials: tuple[bytes, ...] = (),
     ) -> None:
         super().__init__(
             name=name,
@@ -106,6 +108,9 @@ class DatastoreConnection(Link):
         self._max_bulk_len = max_bulk_len
         #: Whether each run is followed by ``ECHO <token>`` (see the module doc).
         self.delimited = delimited
+        #: ``AUTH`` arguments sent first on every connection (the datastore's
+        #: own credentials, never a client's); empty for none.
+        self.credentials = credentials
         self._entropy = b""  # random bytes, drawn 16 at a time for tokens
         self._entropy_at = 0
         # (sink, number of replies it takes, deadline, delimiter reply or b""),
@@ -154,6 +159,9 @@ class DatastoreConnection(Link):
     async def _handshake(self, stream: trio.abc.Stream) -> None:
         expected: list[bytes | None] = []  # None: any reply that is not an error
         request = b""
+        if self.credentials:
+            request += encode_command([b"AUTH", *self.credentials])
+            expected.append(b"+OK\r\n")
         if self.protocol == 3:
             request += _HELLO3
             expected.append(None)
@@ -243,6 +251,16 @@ def _connector(spec: DatastoreSpec, store: EmbeddedStore | None) -> Connector:
     return functools.partial(connect_tcp, address.host, address.port)
 
 
+def _credentials(config: NodeConfig) -> tuple[bytes, ...]:
+    """``AUTH`` arguments for the datastore: [username] password, or none."""
+    if config.datastore_password is None:
+        return ()
+    password = config.datastore_password.encode()
+    if config.datastore_username is None:
+        return (password,)
+    return (config.datastore_username.encode(), password)
+
+
 class DatastorePool:
     """``datastore_connections`` connections per RESP version to the one datastore."""
 
@@ -262,6 +280,7 @@ class DatastorePool:
                     max_bulk_len=config.max_bulk_len,
                     preconnect=config.preconnect,
                     delimited=spec.kind != "embedded",
+                    credentials=_credentials(config) if spec.kind != "embedded" else (),
                 )
                 for i in range(config.datastore_connections)
             ]

@@ -42,6 +42,7 @@ import attrs
 import trio
 
 from ..admin.server import open_admin_listeners, serve_admin
+from ..client.auth import Authenticator
 from ..client.dispatch import Dispatcher
 from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
@@ -62,6 +63,7 @@ from ..net.sockets import (
 from ..peering.coordinator import ClusterCounters, Coordinator
 from ..peering.pools import PeerPools
 from ..peering.server import PeerConnectionHandler, PeerServerCounters, serve_peers
+from ..protocol.guard import CommandGuard
 from ..protocol.requests import Limits
 from ..ring.topology import Topology, TopologyError
 from ..stats.requests import RequestStats
@@ -148,7 +150,12 @@ class Node:
             self.gate,
             self.request_stats,
             cluster=not self.topology.single_node,
+            guard=CommandGuard(config.allowed_commands),
         )
+        #: Client credentials (``client.auth``); None when clients need not AUTH.
+        self.authenticator: Authenticator | None = None
+        if config.requirepass or config.users:
+            self.authenticator = Authenticator(config.requirepass, config.users)
         self.peers.on_peer_change = self._peer_changed
         for link in self.pool.connections:
             link.on_state_change = self.admin.link_changed
@@ -296,12 +303,10 @@ class Node:
         self.admin.events.publish("peer_up" if up else "peer_down", peer=name)
 
     def _make_session(self, sock: socket.socket, client_id: int) -> Session:
-        return Session(
-            id=client_id,
-            address=peer_name(sock),
-            read_consistency=self.read_consistency,
-            write_consistency=self.write_consistency,
-        )
+        session = Session.open(client_id, peer_name(sock), self.authenticator)
+        session.read_consistency = self.read_consistency
+        session.write_consistency = self.write_consistency
+        return session
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish within ``grace`` s, then stop.

@@ -45,6 +45,7 @@ __all__ = [
     "BY_BYTES",
     "CHECKED_SUBCOMMANDS",
     "COMMANDS",
+    "GUARDED_COMMANDS",
     "Access",
     "CommandSpec",
     "Route",
@@ -75,11 +76,14 @@ class Access(enum.Enum):
     NONE = "-"
 
 
-#: Container commands whose subcommands are checked before forwarding.
+#: Container commands whose subcommands are checked before forwarding: any
+#: other subcommand is refused as unsupported.
 CHECKED_SUBCOMMANDS: dict[str, frozenset[bytes]] = {
-    "config": frozenset({b"get"}),
+    "config": frozenset({b"get", b"set", b"rewrite", b"resetstat"}),
     "script": frozenset({b"load", b"exists", b"flush", b"kill"}),
 }
+#: Commands the dispatcher hands to ``guard.CommandGuard`` (server state: see there).
+GUARDED_COMMANDS = frozenset({"config", "script", "slaveof", "replicaof", "info"})
 
 
 @attrs.frozen
@@ -101,7 +105,7 @@ class CommandSpec:
         exact = self.arity > 0
         object.__setattr__(self, "min_args", self.arity if exact else -self.arity)
         object.__setattr__(self, "max_args", self.arity if exact else 1 << 30)
-        plain = self.route is not Route.NODE and self.name not in CHECKED_SUBCOMMANDS
+        plain = self.route is not Route.NODE and self.name not in GUARDED_COMMANDS
         object.__setattr__(self, "plain", plain)
 
     def arity_ok(self, argc: int) -> bool:

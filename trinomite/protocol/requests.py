@@ -42,6 +42,8 @@ from .buffer import compact
 from .inline import split_inline
 
 __all__ = [
+    "PREAUTH_MAX_ARGS",
+    "PREAUTH_MAX_BULK",
     "Limits",
     "ProtocolError",
     "PyRequestParser",
@@ -58,13 +60,23 @@ _CRLF = b"\r\n"
 _MAX_DIGITS = 19
 
 
+#: Redis's limits on what a client that has not authenticated may send (networking.c).
+PREAUTH_MAX_ARGS = 10
+PREAUTH_MAX_BULK = 16 * 1024
+
+
 @attrs.frozen
 class Limits:
-    """Per-connection input bounds (defaults as Redis: 512 MB, 1M, 64 KB)."""
+    """Per-connection input bounds (defaults as Redis: 512 MB, 1M, 64 KB).
+
+    ``unauthenticated`` adds Redis's pre-auth bounds (``PREAUTH_MAX_ARGS``
+    arguments, ``PREAUTH_MAX_BULK`` bytes per bulk), with Redis's errors.
+    """
 
     max_bulk_len: int = 512 * 1024 * 1024
     max_multibulk_len: int = 1024 * 1024
     max_inline_len: int = 64 * 1024
+    unauthenticated: bool = False
 
 
 @attrs.frozen
@@ -211,6 +223,9 @@ class PyRequestParser:
         if count > self.limits.max_multibulk_len:
             self._fail("invalid multibulk length")
             return False
+        if count > PREAUTH_MAX_ARGS and self.limits.unauthenticated:
+            self._fail("unauthenticated multibulk length")
+            return False
         self._pos = nl + 2
         self._need = count
         self._bulk = -1
@@ -245,6 +260,9 @@ class PyRequestParser:
                     self._fail("invalid bulk length")
                     return False
                 bulk = int(digits)
+                if bulk > PREAUTH_MAX_BULK and self.limits.unauthenticated:
+                    self._fail("unauthenticated bulk length")
+                    return False
                 pos = nl + 2
             stop = pos + bulk
             if stop + 2 > end:
@@ -343,6 +361,26 @@ class RequestParser:
             self._slow.feed(data)
         else:
             self._chunks.append(bytes(data))
+
+    def set_limits(self, limits: Limits) -> None:
+        """New bounds for everything not parsed yet (after a client authenticates)."""
+        self.limits = limits
+        if self._slow is not None:
+            self._slow.limits = limits
+
+    def next_request(self) -> list[bytes] | None:
+        """At most one request, by the exact parser (for a client that must be
+        answered request by request: before it authenticates)."""
+        if self._slow is None:
+            if not self._chunks:
+                return None
+            self._to_slow(b"".join(self._chunks))
+        slow = self._slow
+        assert slow is not None
+        found = slow.parse(1)
+        if slow.error is None and slow.at_boundary:
+            self._slow = None
+        return found[0].args if found else None
 
     def parse(self) -> list[list[bytes]]:
         if self._slow is None:

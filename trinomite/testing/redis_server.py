@@ -76,10 +76,11 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def _answers_ping(host: str, port: int) -> bool:
+    """Whether a server answers there (a password-protected one says NOAUTH)."""
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -88,8 +89,14 @@ class RedisServer:
     """One redis-server process; ``start()``/``stop()`` may be repeated."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int | None = None, binary: str | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        binary: str | None = None,
+        options: dict[str, str] | None = None,
     ) -> None:
+        #: Extra ``--name value`` options (``{"requirepass": "secret"}``).
+        self.options = dict(options or {})
         found = shutil.which(binary or "redis-server")
         if found is None:
             if binary is not None:
@@ -123,6 +130,7 @@ class RedisServer:
                 "daemonize": "no",
                 "protected-mode": "no",
                 "logfile": self.log_path,
+                **self.options,
             }
             self._process = subprocess.Popen(
                 [
