@@ -151,6 +151,10 @@ SAMPLES = {
     "users": ["app:rw:app-pass", "report:ro:pa:ss"],
     "datastore_username": "trinomite",
     "datastore_password": "store-secret",
+    "client_read_timeout": "5000",
+    "client_idle_timeout": "60000",
+    "client_output_buffer_limit": "1048576",
+    "client_memory_budget": "268435456",
 }
 
 

@@ -56,6 +56,7 @@ from ..net.links import WriteHold
 from ..net.sockets import LeanSocketStream, accept_forever
 from ..protocol.requests import Limits, RequestParser
 from ..stats.requests import RequestStats
+from .bounds import ClientBounds, offenders
 from .dispatch import Dispatcher
 from .local import Session
 
@@ -80,6 +81,11 @@ class ClientCounters:
     client_connections: int = 0
     client_eof: int = 0
     client_err: int = 0
+    # trinomite's bounds (``bounds``): why connections were closed by the node
+    client_read_timeouts: int = 0
+    client_idle_timeouts: int = 0
+    client_output_limit_closes: int = 0
+    client_memory_evictions: int = 0
 
 
 class ClientConnection:
@@ -91,9 +97,12 @@ class ClientConnection:
         "eof",
         "error_sent",
         "fd",
+        "held",
         "in_flight",
         "indices",
+        "last_active",
         "parser",
+        "partial_since",
         "pumping",
         "queued",
         "queued_blob",
@@ -125,6 +134,12 @@ class ClientConnection:
         self.queued_blob: bytes | None = None
         self.indices: list[int] = []
         self.started = 0.0
+        #: Bytes this connection holds (unparsed input + unsent output), as
+        #: counted in ``reactor.held``.
+        self.held = 0
+        self.last_active = trio.current_time()
+        #: When the first byte of a request not yet complete arrived (0: none).
+        self.partial_since = 0.0
 
     def set(self, reply: bytes) -> None:
         """The replies of the round in flight (``ReplySink``)."""
@@ -140,6 +155,7 @@ class ClientConnection:
         self.pumping = True
         try:
             self._pump()
+            self._account()
         except Exception:
             self.reactor.counters.client_err += 1
             log.exception("client %s: handler failed", self.session.address)
@@ -198,12 +214,42 @@ class ClientConnection:
     def _parse(self, data: bytes) -> None:
         parser = self.parser
         parser.feed(data)
+        self.last_active = now = trio.current_time()
         if not self.session.authenticated and not self._before_auth():
+            self._track_partial(now)
             return
         requests = parser.parse()
         if requests:
             self.queued = requests
             self.queued_blob = parser.blob
+        self._track_partial(now)
+
+    def _track_partial(self, now: float) -> None:
+        if not self.parser.buffered:
+            self.partial_since = 0.0
+        elif not self.partial_since:
+            self.partial_since = now
+
+    def _account(self) -> None:
+        """Report what this connection holds; enforce the output cap and the budget."""
+        backlog = len(self.backlog)
+        held = 0 if self.closed else self.parser.buffered + backlog
+        reactor = self.reactor
+        reactor.held += held - self.held
+        self.held = held
+        bounds = reactor.bounds
+        if bounds.output_limit and backlog > bounds.output_limit:
+            reactor.counters.client_output_limit_closes += 1
+            log.warning(
+                "client %s: disconnected: %d bytes of replies unread, over "
+                "client_output_buffer_limit (%d)",
+                self.session.address,
+                backlog,
+                bounds.output_limit,
+            )
+            self.close()
+        elif bounds.memory_budget and reactor.held > bounds.memory_budget:
+            reactor.shed()
 
     def _before_auth(self) -> bool:
         """Answer requests one at a time until the client authenticates.
@@ -282,7 +328,10 @@ class ClientConnection:
         self.reply = None
         self.queued = []
         self.backlog = b""
-        self.reactor.remove(self)
+        reactor = self.reactor
+        reactor.held -= self.held
+        self.held = 0
+        reactor.remove(self)
         self.sock.close()
 
 
@@ -297,6 +346,7 @@ class ClientReactor:
         max_pipeline: int,
         counters: ClientCounters,
         make_session: Callable[[socket.socket, int], Session],
+        bounds: ClientBounds | None = None,
     ) -> None:
         if not hasattr(select, "epoll"):
             raise RuntimeError("trinomite's client server needs Linux (epoll)")
@@ -304,6 +354,9 @@ class ClientReactor:
         self.stats = stats
         self.limits = limits
         self.preauth_limits = attrs.evolve(limits, unauthenticated=True)
+        self.bounds = bounds or ClientBounds()
+        #: Bytes held by every connection together (``bounds``).
+        self.held = 0
         self.max_pipeline = max_pipeline
         self.counters = counters
         self.make_session = make_session
@@ -365,6 +418,63 @@ class ClientReactor:
                 connection.close()
             trio.lowlevel.notify_closing(epoll.fileno())
             epoll.close()
+
+    def shed(self) -> None:
+        """Over the memory budget: disconnect the biggest holders until under it."""
+        excess = self.held - self.bounds.memory_budget
+        for connection in offenders(self.connections.values(), excess):
+            self.counters.client_memory_evictions += 1
+            log.warning(
+                "client %s: disconnected: it held %d bytes while all clients held %d, "
+                "over client_memory_budget (%d)",
+                connection.session.address,
+                connection.held,
+                self.held,
+                self.bounds.memory_budget,
+            )
+            connection.close()
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Close clients past their read or idle timeout, checking every sweep interval."""
+        task_status.started()
+        interval = self.bounds.sweep_interval
+        if interval is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            self.sweep(trio.current_time())
+
+    def sweep(self, now: float) -> None:
+        bounds = self.bounds
+        read, idle = 0, 0
+        for connection in list(self.connections.values()):
+            if connection.in_flight or connection.backlog or connection.closed:
+                continue  # the node owes it replies, or it is reading them
+            since = connection.partial_since
+            if bounds.read_timeout and since and now - since > bounds.read_timeout:
+                read += 1
+                connection.close()
+            elif (
+                bounds.idle_timeout
+                and not since
+                and not connection.queued
+                and now - connection.last_active > bounds.idle_timeout
+            ):
+                idle += 1
+                connection.close()
+        self.counters.client_read_timeouts += read
+        self.counters.client_idle_timeouts += idle
+        if read:
+            log.info(
+                "closed %d client(s) that did not complete a request within %gs "
+                "(client_read_timeout)",
+                read,
+                bounds.read_timeout,
+            )
+        if idle:
+            log.info(
+                "closed %d client(s) idle for %gs (client_idle_timeout)", idle, bounds.idle_timeout
+            )
 
     def stop_reading(self) -> None:
         """Drain: read no more requests; idle clients are closed now, busy ones once answered."""

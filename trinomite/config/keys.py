@@ -549,6 +549,34 @@ KEYS: tuple[Key, ...] = (
         "max_client_pipeline", 1, INT_MAX, "requests", "Most in-flight requests per client."
     ),
     _extension(
+        "client_read_timeout",
+        0,
+        INT_MAX,
+        "milliseconds",
+        "A request begun and not completed this long closes the client (0: never).",
+    ),
+    _extension(
+        "client_idle_timeout",
+        0,
+        INT_MAX,
+        "milliseconds",
+        "Close clients idle this long (0: never, as Redis's timeout 0).",
+    ),
+    _extension(
+        "client_output_buffer_limit",
+        0,
+        INT_MAX,
+        "bytes",
+        "Unsent replies one client may hold before it is disconnected (0: no limit).",
+    ),
+    _extension(
+        "client_memory_budget",
+        0,
+        UINT32_MAX,
+        "bytes",
+        "Bytes all clients may hold together; past it the biggest are disconnected (0: none).",
+    ),
+    _extension(
         "shutdown_grace", 0, INT_MAX, "milliseconds", "Grace for requests in flight at stop."
     ),
     _extension(

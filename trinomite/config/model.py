@@ -241,6 +241,14 @@ class NodeConfig:
     max_inline_len: int = 64 * 1024
     #: Most requests one client may have in flight (pipeline depth bound).
     max_client_pipeline: int = 1024
+    #: A request begun but not completed within this many ms closes its client.
+    client_read_timeout: int = 30000
+    #: Clients idle this many ms are closed (0: never, as Redis's ``timeout 0``).
+    client_idle_timeout: int = 0
+    #: Unsent replies one client may hold, in bytes, before it is disconnected.
+    client_output_buffer_limit: int = 64 * MIB
+    #: Bytes all clients together may hold in the node (input and output).
+    client_memory_budget: int = 512 * MIB
     #: Grace period for in-flight requests on shutdown, in ms.
     shutdown_grace: int = 5000
     #: Period of the admin WebSocket feed's snapshots, in ms.

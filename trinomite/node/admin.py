@@ -34,7 +34,7 @@ import trio
 from .._version import __version__
 from ..admin.api import NodeState, PeerAction
 from ..client.dispatch import Dispatcher
-from ..client.reactor import ClientCounters
+from ..client.reactor import ClientCounters, ClientReactor
 from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
 from ..datastore.gate import SETTABLE_STATES, StateGate
 from ..datastore.pool import DatastorePool
@@ -104,6 +104,7 @@ class AdminTarget(Protocol):
     coordinator: Coordinator
     request_stats: RequestStats
     counters: ClientCounters
+    clients: ClientReactor
     cluster_counters: ClusterCounters
     peer_counters: PeerServerCounters
     tls: TlsState
@@ -190,6 +191,11 @@ class NodeAdmin:
             "tls_handshake_failures": sum(c.tls_handshake_failures for c in peers)
             + sum(node.tls.inbound_failures.values()),
             "client_tls_handshake_failures": node.tls.client_handshake_failures,
+            "client_read_timeouts": clients.client_read_timeouts,
+            "client_idle_timeouts": clients.client_idle_timeouts,
+            "client_output_limit_closes": clients.client_output_limit_closes,
+            "client_memory_evictions": clients.client_memory_evictions,
+            "client_buffered_bytes": node.clients.held,
             "fragments": cluster.fragments,
             "stats_count": self.stats_reads,
             "read_failover_requests": cluster.read_failover_requests,

@@ -43,6 +43,7 @@ import trio
 
 from ..admin.server import open_admin_listeners, serve_admin
 from ..client.auth import Authenticator
+from ..client.bounds import ClientBounds
 from ..client.dispatch import Dispatcher
 from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
@@ -172,6 +173,7 @@ class Node:
             config.max_client_pipeline,
             self.counters,
             self._make_session,
+            ClientBounds.from_config(config),
         )
         self.clients.hold = self.writes
         self.client_address: HostPort | UnixPath = config.listen
@@ -266,6 +268,7 @@ class Node:
                 log.info("node listening for peers on %s", bound)
             await root.start(self.peers.run)
             await root.start(self.clients.run)
+            await root.start(self.clients.watch)
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
             await root.start(self._accept)
             log.info("node listening for clients on %s", self.client_address)

@@ -124,6 +124,11 @@ pool gauge remote_peer_out_queue_bytes (0: not measured) bytes waiting for remot
 pool counter peer_mismatch_requests peer requests whose reply never came (out of order)
 pool counter tls_handshake_failures failed or refused TLS peer links, both directions (trinomite)
 pool counter client_tls_handshake_failures failed client TLS handshakes (trinomite)
+pool counter client_read_timeouts clients closed by client_read_timeout (trinomite)
+pool counter client_idle_timeouts clients closed after client_idle_timeout idle (trinomite)
+pool counter client_output_limit_closes clients closed over client_output_buffer_limit (trinomite)
+pool counter client_memory_evictions clients closed over client_memory_budget (trinomite)
+pool gauge client_buffered_bytes unparsed input and unsent replies of all clients (trinomite)
 pool counter forward_error (0: counted per link) forwarding errors
 pool counter fragments fragments of scatter-gathered requests
 pool counter stats_count times the stats were read
