@@ -38,6 +38,10 @@ class NodeError(enum.Enum):
     KEYS_SPAN_NODES = ("Dynomite:", "Keys in the request cannot span multiple nodes")
     SHUTTING_DOWN = ("Dynomite:", "Node is shutting down")
     STORAGE_PROTOCOL = ("Storage:", "Datastore sent an invalid reply")
+    #: While the datastore link is down and reconnecting (with backoff), say
+    #: why: Dynomite's "refused" only when the datastore refused the connect.
+    STORAGE_NOT_ANSWERING = ("Storage:", "Datastore not answering, reconnecting")
+    STORAGE_RECONNECTING = ("Storage:", "Datastore connection lost, reconnecting")
 
     @property
     def text(self) -> str:

@@ -19,12 +19,17 @@ backoff) is ``links.Link``'s; this module adds FIFO matching:
 
 * Each FIFO entry is a *run*: ``count`` consecutive requests of one client
   batch whose replies go, concatenated, to one sink.
-* While the datastore is down, ``submit`` refuses at once so clients get
-  ``-ERR Storage: Datastore refused connection`` instead of hanging.
-* The watchdog compares the oldest in-flight request's deadline with the
-  clock.  When it passes, every in-flight request on the connection gets
-  ``-ERR Storage: Connection timed out`` and the connection is replaced:
-  replies still owed by the old connection can no longer be matched.
+* While the datastore is down, ``submit`` refuses at once, so clients get
+  an error instead of hanging, one that says why the link is down:
+  ``Datastore refused connection`` (connect refused, or the handshake
+  rejected: Dynomite's words), ``Datastore not answering, reconnecting``
+  (it timed out) or ``Datastore connection lost, reconnecting``.
+* The watchdog times requests out one by one: a request past its deadline
+  gets ``-ERR Storage: Connection timed out`` and keeps its FIFO place with
+  a sink that drops the late reply, so no other request fails with it.
+  Only when the oldest request is still unanswered a whole ``timeout``
+  after that is the datastore hung: then the connection is replaced, and
+  the requests in flight on it fail.
 * Reconnect backoff starts at 100 ms and doubles up to
   ``server_retry_timeout`` (Dynomite starts at 1 s).
 
@@ -72,17 +77,42 @@ __all__ = ["DatastoreConnection", "DatastorePool", "ReplySink"]
 log = logging.getLogger("trinomite.datastore")
 
 RECEIVE_SIZE = 256 * 1024
-_REFUSED = redis_error(NodeError.STORAGE_CONNECTION_REFUSE)
+_TIMED_OUT = redis_error(NodeError.STORAGE_TIMEOUT)
 _HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 #: A run delimiter: ``ECHO`` with a 32-hex-digit token, and its bulk reply.
 _ECHO_HEADER = b"*2\r\n$4\r\nECHO\r\n$32\r\n"
 _TOKEN_HEADER = b"$32\r\n"
 
 
+class _Expired:
+    """The sink of a timed-out run: its client has its error; the late reply is dropped."""
+
+    __slots__ = ("hung_at",)
+
+    def __init__(self, hung_at: float) -> None:
+        #: If this run is still the oldest unanswered then, the datastore is hung.
+        self.hung_at = hung_at
+
+    def set(self, reply: bytes) -> None:
+        pass
+
+
+#: Why a down connection refuses requests (``Link.down_cause``) -> the client's error.
+_DOWN_REPLIES = {
+    "refused": redis_error(NodeError.STORAGE_CONNECTION_REFUSE),
+    "timeout": redis_error(NodeError.STORAGE_NOT_ANSWERING),
+    "lost": redis_error(NodeError.STORAGE_RECONNECTING),
+}
+
+
 class DatastoreConnection(Link):
     """One pipelined connection to the datastore: replies matched in FIFO runs."""
 
     broken_error = NodeError.STORAGE_CONNECTION_REFUSE
+
+    @property
+    def protocol_error(self) -> NodeError:
+        return NodeError.STORAGE_PROTOCOL
 
     def __init__(
         self,
@@ -214,22 +244,44 @@ class DatastoreConnection(Link):
                 self.latency.observe(int(elapsed * 1e6), answered)
 
     async def _watch_deadlines(self, stream: trio.abc.Stream) -> None:
+        """Time out late requests one by one; replace a connection that answers nothing.
+
+        A request past its deadline gets ``-ERR Storage: Connection timed
+        out`` and its FIFO entry stays, with a sink that drops the late
+        reply, so every other request keeps its place and its connection.
+        If the oldest request is still unanswered ``timeout`` after it timed
+        out, the datastore is hung: the connection is replaced.
+        """
         inflight = self._inflight
         while True:
-            if inflight:
-                deadline = inflight[0][2]
-                if trio.current_time() >= deadline:
-                    self.timeouts += 1
-                    raise LinkFailed(NodeError.STORAGE_TIMEOUT, "request timed out")
-                await trio.sleep_until(deadline)
-            else:
-                await trio.sleep(self.timeout)
+            now = trio.current_time()
+            wake = now + self.timeout
+            for index, (sink, count, deadline, delimiter) in enumerate(inflight):
+                if isinstance(sink, _Expired):
+                    if index == 0:
+                        if now >= sink.hung_at:
+                            self.timeouts += 1
+                            raise LinkFailed(
+                                NodeError.STORAGE_TIMEOUT,
+                                f"no reply for {2 * self.timeout:g}s: the datastore is hung",
+                            )
+                        wake = min(wake, sink.hung_at)
+                    continue
+                if deadline > now:
+                    wake = min(wake, deadline)
+                    break
+                self.timedout_requests += count
+                inflight[index] = (_Expired(deadline + self.timeout), count, deadline, delimiter)
+                sink.set(_TIMED_OUT * count)
+            await trio.sleep_until(wake)
 
     def _fail_inflight(self, error: NodeError) -> None:
-        reply = redis_error(error)
+        reply = _DOWN_REPLIES[self.down_cause] if error is self.broken_error else redis_error(error)
         inflight, self._inflight = self._inflight, deque()
         self._outbox = []
         for sink, count, _, _ in inflight:
+            if isinstance(sink, _Expired):
+                continue  # its client already has its timeout error
             if error is NodeError.STORAGE_TIMEOUT:
                 self.timedout_requests += count
             sink.set(reply * count)
@@ -323,5 +375,6 @@ class DatastorePool:
         deadline: float,
     ) -> None:
         """Send ``count`` requests; ``sink`` gets their replies, or one error per request."""
-        if not self.pick(client_id, protocol).submit(raw, count, sink, deadline):
-            sink.set(_REFUSED * count)
+        connection = self.pick(client_id, protocol)
+        if not connection.submit(raw, count, sink, deadline):
+            sink.set(_DOWN_REPLIES[connection.down_cause] * count)

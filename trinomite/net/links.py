@@ -109,6 +109,18 @@ class WriteHold:
                 link._flush()
 
 
+_TIMEOUTS = frozenset({NodeError.STORAGE_TIMEOUT, NodeError.PEER_TIMEOUT})
+
+
+def _cause_of(exc: BaseException) -> str:
+    """``Link.down_cause`` for a failed connect."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timeout"
+    if isinstance(exc, (ConnectionRefusedError, LinkFailed)):
+        return "refused"
+    return "lost"
+
+
 class LinkFailed(Exception):
     """The live connection must be dropped; ``error`` goes to requests in flight."""
 
@@ -128,6 +140,11 @@ class Link(abc.ABC):
         trio.ClosedResourceError,
         OSError,
     )
+
+    #: What requests in flight get when the other end sends something unparsable.
+    @property
+    def protocol_error(self) -> NodeError:
+        return self.broken_error
 
     @property
     def connect_failures(self) -> tuple[type[Exception], ...]:
@@ -165,6 +182,10 @@ class Link(abc.ABC):
         self._live: trio.CancelScope | None = None
         self._reset = False
         self._last_failure = ""  # why the last connect failed, to log each reason once
+        #: Why the link is (or was last) down: "refused" (connect refused or
+        #: handshake rejected), "timeout" (no answer) or "lost" (it broke), so
+        #: requests refused meanwhile can say what happened.
+        self.down_cause = "refused"
         self._last_loss = ""  # why a short-lived connection was lost, likewise
         self._up_since = 0.0
 
@@ -224,6 +245,7 @@ class Link(abc.ABC):
                 error = await self._serve(stream)
             finally:
                 self._socket = None
+            self.down_cause = "timeout" if error in _TIMEOUTS else "lost"
             self._set_state(ConnState.DOWN)
             self.errors += 1
             self._fail_inflight(error)
@@ -244,6 +266,7 @@ class Link(abc.ABC):
                     await trio.aclose_forcefully(stream)
                     raise
         except self.connect_failures as exc:
+            self.down_cause = _cause_of(exc)
             # Warn once per outage and reason; retries failing alike log at debug level.
             reason = str(exc) or type(exc).__name__
             again = self.state is ConnState.DOWN and reason == self._last_failure
@@ -274,7 +297,7 @@ class Link(abc.ABC):
             except self.failure_types as exc:
                 failure.append(LinkFailed(self.broken_error, str(exc) or type(exc).__name__))
             except ReplyProtocolError as exc:
-                failure.append(LinkFailed(self.broken_error, f"protocol error: {exc}"))
+                failure.append(LinkFailed(self.protocol_error, f"protocol error: {exc}"))
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:

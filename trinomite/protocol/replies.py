@@ -36,6 +36,7 @@ from .buffer import compact
 
 __all__ = [
     "MAX_DEPTH",
+    "REPLY_TYPES",
     "ReplyFramer",
     "ReplyProtocolError",
     "array",
@@ -60,6 +61,8 @@ _LINE_TYPES = frozenset(b"+-:_,#(")  # one header line only
 _BLOB_TYPES = frozenset(b"!=")  # length-prefixed bodies; '$' is handled first, apart
 _AGGREGATE_TYPES = frozenset(b"*~>")  # header line with an element count
 _PAIR_TYPES = frozenset(b"%|")  # header line with a pair count
+#: Every byte a RESP2/RESP3 reply may start with.
+REPLY_TYPES = _LINE_TYPES | _BLOB_TYPES | _AGGREGATE_TYPES | _PAIR_TYPES | frozenset(b"$")
 
 
 class ReplyProtocolError(Exception):
@@ -197,6 +200,10 @@ class ReplyFramer:
             self._pos = max(self._start, len(buf) - len(delimiter) + 1)
             return None
         run = bytes(buf[self._start : at])
+        if run and run[0] not in REPLY_TYPES:
+            # Not framed reply by reply, so only the head is checked: enough to
+            # catch something that is not a RESP server at all.
+            raise ReplyProtocolError(f"unexpected reply type byte {run[0]!r}")
         self._start = self._pos = at + len(delimiter)
         self._compact()
         return run
