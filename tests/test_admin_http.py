@@ -370,3 +370,30 @@ async def test_serve_admin_with_token(nursery):
     auth = [("Authorization", "Bearer tok")]
     assert (await http_get(address, "/historeset", headers=auth)).status == 200
     assert api.histo_resets == 1
+
+
+async def test_a_flood_of_idle_connections_is_bounded_and_passes(nursery):
+    """Thousands of idle admin connections: over the cap they get 503; the server recovers."""
+    api = FakeAdmin()
+    address = await nursery.start(
+        lambda task_status: serve_admin(
+            api,
+            "127.0.0.1",
+            0,
+            token=None,
+            feed_interval=1.0,
+            request_timeout=0.5,
+            task_status=task_status,
+        )
+    )
+    idle = [await trio.open_tcp_stream(*address) for _ in range(2000)]
+    busy = await http_get(address, "/ping")
+    assert busy.status == 503
+    assert busy.text == "Service Unavailable: too many admin connections, retry\r\n"
+    with trio.fail_after(10):
+        for stream in idle:  # each idle one is closed once its request time is up
+            while await stream.receive_some(4096):
+                pass
+    assert (await http_get(address, "/ping")).text == "OK\r\n"
+    for stream in idle:
+        await stream.aclose()

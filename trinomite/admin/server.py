@@ -29,6 +29,7 @@ Without one they are allowed only when every listening address is loopback
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from http import HTTPStatus
@@ -53,6 +54,14 @@ REQUEST_TIMEOUT = 10.0
 LINGER_TIMEOUT = 2.0
 LINGER_BYTES = 256 * 1024
 RECEIVE_SIZE = 4096
+#: Admin connections served at once (feed clients included); more get 503 and
+#: are closed at once, so a flood of idle connections costs a bounded amount.
+MAX_CONNECTIONS = 256
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 56\r\nConnection: close\r\n\r\n"
+    b"Service Unavailable: too many admin connections, retry\r\n"
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -74,12 +83,23 @@ class AdminServer:
     feed_clients: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(MAX_FEED_CLIENTS)
     )
+    max_connections: int = MAX_CONNECTIONS
+    #: Connections being served now, and those turned away for being over the cap.
+    active: int = 0
+    refused: int = 0
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one connection; never raises ``Exception`` (logged instead).
 
         Resource handling: ``stream`` is closed on return.
         """
+        if self.active >= self.max_connections:
+            self.refused += 1
+            with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(_BUSY)
+            await trio.aclose_forcefully(stream)
+            return
+        self.active += 1
         try:
             await self._serve(stream)
         except trio.BrokenResourceError:
@@ -87,6 +107,7 @@ class AdminServer:
         except Exception:
             log.exception("admin connection failed")
         finally:
+            self.active -= 1
             await trio.aclose_forcefully(stream)
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
