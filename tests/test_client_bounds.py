@@ -52,7 +52,7 @@ def test_offenders_are_the_biggest_first() -> None:
     assert [c.held for c in offenders(conns, 1)] == [50]
     assert offenders(conns, 0) == []
     assert ClientBounds(read_timeout=0.2).sweep_interval == 0.05
-    assert ClientBounds(read_timeout=0, idle_timeout=0).sweep_interval is None
+    assert ClientBounds(read_timeout=0, idle_timeout=0).sweep_interval == 1.0
 
 
 async def test_slowloris_clients_are_closed_and_others_served(redis_backend: RedisServer) -> None:

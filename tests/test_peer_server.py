@@ -7,6 +7,7 @@ for as long as the test needs (an event, not a sleep).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
@@ -107,3 +108,37 @@ async def test_a_peer_that_resets_its_connection_is_an_eof_not_a_crash(
     assert counters.dnode_client_eof == 1
     assert counters.dnode_client_err == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("data", "eof"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 4000, False),  # not a peer at all: ~100 KB
+        (b"   $2014$ 1 3 0 1 1 *1 d *99999999999\r\n", False),  # oversized payload declared
+        (request(1, b"SET", b"a", b"1")[:-3], True),  # truncated, then the caller leaves
+    ],
+    ids=["garbage", "oversized", "truncated"],
+)
+async def test_bad_peers_are_disconnected_and_counted(data: bytes, eof: bool) -> None:
+    config = node_config(DatastoreSpec.embedded(), dyn_listen=HostPort("127.0.0.1", 0))
+    with trio.fail_after(10):
+        async with open_node(config) as node:
+            assert node.peer_address is not None
+            counters = node.peer_counters
+            peer = await trio.open_tcp_stream(node.peer_address.host, node.peer_address.port)
+            await peer.send_all(data)
+            if eof:
+                await peer.send_eof()
+            else:
+                with contextlib.suppress(trio.BrokenResourceError):  # closed, or reset
+                    assert await peer.receive_some(4096) == b""
+            while counters.dnode_client_connections:
+                await trio.testing.wait_all_tasks_blocked(0.01)
+            assert (counters.dnode_client_eof, counters.dnode_client_err) == (
+                (1, 0) if eof else (0, 1)
+            )
+            # The node is unharmed: a well-formed peer request is answered.
+            good = await trio.open_tcp_stream(node.peer_address.host, node.peer_address.port)
+            assert await read_frames_after(good, request(2, b"PING")) == [(2, b"+PONG\r\n")]
+            await good.aclose()
+            await peer.aclose()

@@ -69,12 +69,10 @@ class ClientBounds:
         )
 
     @property
-    def sweep_interval(self) -> float | None:
-        """How often timeouts are checked (a quarter of the shortest), or None if none is on."""
+    def sweep_interval(self) -> float:
+        """How often timeouts are checked: a quarter of the shortest, at most every second."""
         timeouts = [t for t in (self.read_timeout, self.idle_timeout) if t > 0]
-        if not timeouts:
-            return None
-        return min(max(min(timeouts) / 4, 0.01), 1.0)
+        return min(max(min(timeouts, default=4.0) / 4, 0.01), 1.0)
 
 
 def offenders(connections: Iterable[H], excess: int) -> list[H]:

@@ -68,6 +68,9 @@ RECEIVE_SIZE = 64 * 1024
 #: Readiness events taken from the epoll set per reactor wake-up (fairness).
 MAX_EVENTS = 256
 _MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+#: Bounds of the lingering close after a protocol error (``_linger``).
+LINGER_TIME = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 
 if hasattr(select, "epoll"):
     _READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
@@ -94,6 +97,7 @@ class ClientConnection:
     __slots__ = (
         "backlog",
         "closed",
+        "discarded",
         "eof",
         "error_sent",
         "fd",
@@ -101,6 +105,7 @@ class ClientConnection:
         "in_flight",
         "indices",
         "last_active",
+        "lingering",
         "parser",
         "partial_since",
         "pumping",
@@ -140,6 +145,9 @@ class ClientConnection:
         self.last_active = trio.current_time()
         #: When the first byte of a request not yet complete arrived (0: none).
         self.partial_since = 0.0
+        #: After a protocol error: when lingering must end (0: not lingering).
+        self.lingering = 0.0
+        self.discarded = 0
 
     def set(self, reply: bytes) -> None:
         """The replies of the round in flight (``ReplySink``)."""
@@ -189,11 +197,43 @@ class ClientConnection:
                 self._write(error.reply)
                 continue
             if session.closing or self.error_sent or self.eof or reactor.draining:
-                self.close()
+                if self.error_sent and not (self.eof or session.closing or reactor.draining):
+                    self._linger()
+                else:
+                    self.close()
                 return
             if not self.readable:
                 return
             self._read()
+
+    def _linger(self) -> None:
+        """After a protocol error: stop sending, discard input, close at EOF or a bound.
+
+        Closing with unread input would reset the connection, and the reset
+        can destroy the error reply before the client reads it.  So the
+        write side is shut down and what the client still sends (the rest of
+        an oversized bulk, say) is read and dropped, up to ``LINGER_BYTES``
+        or ``LINGER_TIME`` (enforced by the sweep).
+        """
+        if not self.lingering:
+            self.lingering = trio.current_time() + LINGER_TIME
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+                return
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                self.readable = False
+                return
+            except OSError:
+                data = b""
+            self.discarded += len(data)
+            if not data or self.discarded > LINGER_BYTES:
+                self.close()
+                return
 
     def _read(self) -> None:
         try:
@@ -438,8 +478,6 @@ class ClientReactor:
         """Close clients past their read or idle timeout, checking every sweep interval."""
         task_status.started()
         interval = self.bounds.sweep_interval
-        if interval is None:
-            return
         while True:
             await trio.sleep(interval)
             self.sweep(trio.current_time())
@@ -448,6 +486,10 @@ class ClientReactor:
         bounds = self.bounds
         read, idle = 0, 0
         for connection in list(self.connections.values()):
+            if connection.lingering:
+                if now > connection.lingering:
+                    connection.close()
+                continue
             if connection.in_flight or connection.backlog or connection.closed:
                 continue  # the node owes it replies, or it is reading them
             since = connection.partial_since

@@ -54,6 +54,9 @@ log = logging.getLogger("trinomite.peer_server")
 RECEIVE_SIZE = 256 * 1024
 #: Rounds (reads of request frames) a peer connection may have unanswered.
 MAX_ROUNDS_IN_FLIGHT = 64
+#: Bytes outside frames tolerated since the last good frame (resync, as
+#: Dynomite); past it the caller is not a Dynomite peer and is disconnected.
+MAX_GARBAGE = 64 * 1024
 _REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
 _NOT_ONE_REQUEST = r.error("ERR Protocol error: peer frame payload is not one request")
 #: RES frame headers by ``same_dc`` (see ``header_template``).
@@ -177,6 +180,7 @@ class PeerConnectionHandler:
 
     async def _read_requests(self) -> None:
         parser = FrameParser()
+        skipped_at_frame = 0  # garbage is skipped to resync, but only so much of it
         stream = self.stream
         rounds = self._rounds
         while True:
@@ -188,6 +192,8 @@ class PeerConnectionHandler:
                 return
             parser.feed(data)
             frames = parser.frames()
+            if frames:
+                skipped_at_frame = parser.skipped
             if frames and self._unchecked and await self._refuse_plaintext(frames):
                 return
             if frames:
@@ -196,6 +202,14 @@ class PeerConnectionHandler:
             if parser.error is not None:
                 self.counters.dnode_client_err += 1
                 log.warning("peer %s: %s; closing", self.name, parser.error.message)
+                return
+            if parser.skipped - skipped_at_frame > MAX_GARBAGE:
+                self.counters.dnode_client_err += 1
+                log.warning(
+                    "peer %s: over %d bytes that are not Dynomite frames; closing",
+                    self.name,
+                    MAX_GARBAGE,
+                )
                 return
 
     def _start_round(self, frames: list[Frame]) -> None:

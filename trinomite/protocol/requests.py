@@ -55,6 +55,7 @@ __all__ = [
 
 _STAR = 42  # '*'
 _DOLLAR = 36  # '$'
+_CR = 13  # '\r'
 _CRLF = b"\r\n"
 #: Longer digit strings are rejected before int() sees them.
 _MAX_DIGITS = 19
@@ -281,16 +282,18 @@ class PyRequestParser:
     # -- inline ------------------------------------------------------------
 
     def _inline(self, buf: bytearray, end: int) -> Request | None:
+        # The limit counts the line without its line ending (CRLF or LF).
         nl = buf.find(b"\n", max(self._pos, self._find_from))
+        limit = self.limits.max_inline_len
         if nl < 0:
-            if end - self._pos > self.limits.max_inline_len:
+            if end - self._pos - (buf[end - 1] == _CR) > limit:
                 self._fail("too big inline request")
             else:
                 self._find_from = end
             return None
         self._find_from = 0
         line = bytes(buf[self._pos : nl])
-        if len(line) > self.limits.max_inline_len:
+        if len(line) - line.endswith(b"\r") > limit:
             self._fail("too big inline request")
             return None
         self._pos = self._start = nl + 1
