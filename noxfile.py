@@ -4,6 +4,8 @@ nox -s tests        the whole suite (needs redis-server etc.: see .ci/run)
 nox -s lint         ruff (lint and format check) and mypy --strict on the package
 nox -s demo         a node on the embedded store, used through redis-py
 nox -s bench        redis-benchmark against redis, twemproxy and trinomite
+nox -s fuzz         atheris on each parser target for longer (default 2 million
+                    inputs each; -- -runs=N to change), new inputs kept in .fuzz/
 nox -s wheel        build sdist + wheel, twine check, install the wheel alone into a
                     venv with no system packages (dependencies from PyPI), run the
                     CLI and a plugin test there
@@ -69,3 +71,21 @@ def wheel(session: nox.Session) -> None:
             "    assert trinomite_redis.get('k') == b'v'\n"
         )
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_wheel_plugin.py")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    runs = session.posargs or ["-runs=2000000"]
+    for target in ("requests", "frames", "replies"):
+        found = os.path.join(HERE, ".fuzz", target)
+        os.makedirs(found, exist_ok=True)
+        session.run(
+            "python",
+            "tests/fuzz/fuzz_parsers.py",
+            *runs,
+            f"-artifact_prefix={found}-",
+            found,
+            f"tests/fuzz/corpus/{target}",
+            env={"FUZZ_TARGET": target},
+        )

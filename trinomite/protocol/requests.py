@@ -360,6 +360,8 @@ class RequestParser:
         return sum(len(c) for c in self._chunks)
 
     def feed(self, data: bytes | bytearray) -> None:
+        if not data:
+            return  # nothing to parse (the fast path looks at the first byte)
         if self._slow is not None:
             self._slow.feed(data)
         else:

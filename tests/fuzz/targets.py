@@ -1,0 +1,86 @@
+"""The fuzz targets: pure functions of one input that raise only on a real bug.
+
+Theory of operation
+-------------------
+Each target feeds one input to a parser that reads untrusted bytes, split
+at a point taken from its first byte into two pieces (so the incremental
+paths run as well as whole reads), and checks an invariant:
+
+* ``requests`` (clients' RESP and inline requests, with and without the
+  pre-auth limits): every parsed request, encoded again and parsed by a
+  fresh parser, gives the same arguments;
+* ``frames`` (peers' Dynomite frames): every frame encoded again parses to
+  the same frame;
+* ``replies`` (the datastore's RESP2/RESP3 replies): the replies taken are
+  exactly the bytes consumed, in order.
+
+Anything but a parser's own documented error is a failure.  They are run
+by atheris (``fuzz_parsers.py``, coverage-guided) and by Hypothesis
+(``tests/test_fuzz.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from trinomite.protocol.peer import FrameParser
+from trinomite.protocol.replies import ReplyFramer, ReplyProtocolError
+from trinomite.protocol.requests import Limits, RequestParser, encode_command
+
+#: Small limits, so that the limit paths are reached by small inputs too.
+LIMITS = Limits(max_bulk_len=4096, max_multibulk_len=64, max_inline_len=256)
+
+
+def _halves(data: bytes) -> tuple[bytes, bytes]:
+    if not data:
+        return b"", b""
+    cut = data[0] % (len(data) + 1)
+    return data[1 : cut + 1], data[cut + 1 :]
+
+
+def requests(data: bytes) -> None:
+    for limits in (LIMITS, attrs.evolve(LIMITS, unauthenticated=True)):
+        parser = RequestParser(limits)
+        out: list[list[bytes]] = []
+        for piece in _halves(data):
+            parser.feed(piece)
+            out += parser.parse()
+        for args in out:
+            again = RequestParser(Limits())
+            again.feed(encode_command(args))
+            assert again.parse() == [args], args
+
+
+def frames(data: bytes) -> None:
+    parser = FrameParser(max_payload_len=4096)
+    found = []
+    for piece in _halves(data):
+        parser.feed(piece)
+        found += parser.frames()
+    for frame in found:
+        again = FrameParser(max_payload_len=4096)
+        again.feed(frame.encode())
+        assert again.frames() == [frame], frame
+
+
+def replies(data: bytes) -> None:
+    framer = ReplyFramer(4096)
+    taken = b""
+    try:
+        for piece in _halves(data):
+            framer.feed(piece)
+            while (reply := framer.take(1)) is not None:
+                taken += reply
+    except ReplyProtocolError:
+        return
+    body = data[1:]
+    assert body.startswith(taken), (taken, body)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "requests": requests,
+    "frames": frames,
+    "replies": replies,
+}
