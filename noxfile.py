@@ -6,6 +6,8 @@ nox -s demo         a node on the embedded store, used through redis-py
 nox -s bench        redis-benchmark against redis, twemproxy and trinomite
 nox -s fuzz         atheris on each parser target for longer (default 2 million
                     inputs each; -- -runs=N to change), new inputs kept in .fuzz/
+nox -s soak         10 minutes of load on 4 node processes while a nemesis kills and
+                    restarts datastores and a node; RSS, fds, tasks must stay flat
 nox -s wheel        build sdist + wheel, twine check, install the wheel alone into a
                     venv with no system packages (dependencies from PyPI), run the
                     CLI and a plugin test there
@@ -89,3 +91,9 @@ def fuzz(session: nox.Session) -> None:
             f"tests/fuzz/corpus/{target}",
             env={"FUZZ_TARGET": target},
         )
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("python", "bench/soak.py", *session.posargs)

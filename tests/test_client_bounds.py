@@ -110,6 +110,34 @@ async def test_a_client_that_never_reads_hits_the_output_limit(
         assert await in_thread(good.get, "big") == value
 
 
+async def test_unread_replies_below_the_output_limit_are_kept(redis_backend: RedisServer) -> None:
+    value = b"x" * (100 * 1024)
+    async with bounded_node(redis_backend, client_output_buffer_limit=16 * MIB) as node:
+        assert await in_thread(client_for(node).set, "big", value)
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # little room in the kernel
+        reader.connect((node.client_address.host, node.client_address.port))
+        reader.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 100)  # 10 MB, not read yet
+        with trio.fail_after(WAIT):
+            while node.clients.held < 4 * MIB:  # the replies wait in the node, under 16 MiB
+                await trio.testing.wait_all_tasks_blocked(0.01)
+        assert node.counters.client_output_limit_closes == 0
+        expected = (b"$102400\r\n" + value + b"\r\n") * 100
+        received = await in_thread(_read_exactly, reader, len(expected))
+        assert received == expected
+        reader.close()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    sock.settimeout(WAIT)
+    out = bytearray()
+    while len(out) < size:
+        chunk = sock.recv(size - len(out))
+        assert chunk, "the node closed the connection"
+        out += chunk
+    return bytes(out)
+
+
 async def test_the_memory_budget_disconnects_the_biggest_holders(
     redis_backend: RedisServer,
 ) -> None:

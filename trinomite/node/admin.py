@@ -88,6 +88,27 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def _trio_tasks() -> int:
+    """Tasks alive in this Trio run (a leak shows as a count that keeps growing)."""
+    count = 0
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
 class AdminTarget(Protocol):
     """The parts of a running node the admin interface reads and controls (``Node``)."""
 
@@ -161,6 +182,8 @@ class NodeAdmin:
             "remote_peer_in_queue_99": sum(c.inflight for c in far),
             "remote_peer_out_queue_99": sum(len(c._outbox) for c in far),
             "dyn_memory": _rss_bytes(),
+            "open_fds": _open_fds(),
+            "trio_tasks": _trio_tasks(),
             "client_eof": clients.client_eof,
             "client_err": clients.client_err,
             "client_connections": clients.client_connections,

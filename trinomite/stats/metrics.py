@@ -80,6 +80,8 @@ node gauge free_msgs (0: no message pool) free messages
 node gauge alloc_mbufs (0: no mbufs) allocated mbufs
 node gauge free_mbufs (0: no mbufs) free mbufs
 node gauge dyn_memory resident memory of the node process (bytes)
+node gauge open_fds open file descriptors of the node process (trinomite)
+node gauge trio_tasks tasks alive in the node's Trio run (trinomite)
 pool counter client_eof client connections closed by the client
 pool counter client_err client connections closed on an error
 pool gauge client_connections open client connections
