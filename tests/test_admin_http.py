@@ -373,7 +373,7 @@ async def test_serve_admin_with_token(nursery):
 
 
 async def test_a_flood_of_idle_connections_is_bounded_and_passes(nursery):
-    """Thousands of idle admin connections: over the cap they get 503; the server recovers."""
+    """Idle admin connections past the cap: the next one gets 503; the server recovers."""
     api = FakeAdmin()
     address = await nursery.start(
         lambda task_status: serve_admin(
@@ -382,11 +382,12 @@ async def test_a_flood_of_idle_connections_is_bounded_and_passes(nursery):
             0,
             token=None,
             feed_interval=1.0,
-            request_timeout=0.5,
+            request_timeout=3.0,
             task_status=task_status,
         )
     )
-    idle = [await trio.open_tcp_stream(*address) for _ in range(2000)]
+    # More than the cap, opened well within the request timeout.
+    idle = [await trio.open_tcp_stream(*address) for _ in range(400)]
     busy = await http_get(address, "/ping")
     assert busy.status == 503
     assert busy.text == "Service Unavailable: too many admin connections, retry\r\n"
