@@ -155,6 +155,12 @@ SAMPLES = {
     "client_idle_timeout": "60000",
     "client_output_buffer_limit": "1048576",
     "client_memory_budget": "268435456",
+    "hinted_handoff": "false",
+    "hints_dir": "/var/lib/trinomite/hints",
+    "max_hint_window": "600000",
+    "hints_max_bytes": "1048576",
+    "hints_sync_interval": "100",
+    "hint_replay_rate": "100",
 }
 
 

@@ -627,6 +627,26 @@ KEYS: tuple[Key, ...] = (
         differs="With users and no requirepass, the default user is disabled.",
     ),
     Key(
+        "hinted_handoff",
+        FLAG,
+        "Keep writes a replica missed and replay them when it is back (docs/hints.md).",
+        extension=True,
+        differs="Dynomite drops writes to unreachable replicas.",
+    ),
+    _file("hints_dir", "Directory of the hint logs (default: in memory, lost on restart)."),
+    _extension(
+        "max_hint_window",
+        0,
+        INT_MAX,
+        "milliseconds",
+        "A peer down longer than this gets no more hints (0: it never does).",
+    ),
+    _extension("hints_max_bytes", 0, UINT32_MAX, "bytes", "Bytes all hint logs may hold."),
+    _extension(
+        "hints_sync_interval", 1, INT_MAX, "milliseconds", "How often hint logs are fsynced."
+    ),
+    _extension("hint_replay_rate", 1, INT_MAX, "hints per second", "Replay throttle."),
+    Key(
         "datastore_username",
         NAME,
         "ACL user the node authenticates as on its datastore connections.",

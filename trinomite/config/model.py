@@ -277,6 +277,18 @@ class NodeConfig:
     requirepass: str | None = attrs.field(default=None, repr=False)
     #: Named client users, read-write or read-only (``client.auth``).
     users: tuple[ClientUser, ...] = ()
+    #: Hinted handoff (``trinomite.hints``): keep writes a replica missed and
+    #: replay them when it is back; under ``hints_dir`` they survive restarts.
+    hinted_handoff: bool = True
+    hints_dir: str | None = None
+    #: A peer down longer than this (ms) gets no more hints (Cassandra: 3 h).
+    max_hint_window: int = 3 * 3600 * 1000
+    #: Bytes all hint logs together may hold.
+    hints_max_bytes: int = 1024 * MIB
+    #: How often the hint logs are fsynced (ms).
+    hints_sync_interval: int = 1000
+    #: Replay throttle, hints per second per node.
+    hint_replay_rate: int = 5000
     #: Credentials the node presents to its datastore (never the clients').
     datastore_username: str | None = None
     datastore_password: str | None = attrs.field(default=None, repr=False)

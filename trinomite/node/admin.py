@@ -38,6 +38,7 @@ from ..client.reactor import ClientCounters, ClientReactor
 from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
 from ..datastore.gate import SETTABLE_STATES, StateGate
 from ..datastore.pool import DatastorePool
+from ..hints.store import HintStore
 from ..logs import LEVELS, python_level
 from ..net.links import ConnState, Link
 from ..peering.coordinator import ClusterCounters, Coordinator
@@ -88,6 +89,20 @@ def _rss_bytes() -> int:
         return 0
 
 
+_NO_HINTS = {
+    "hints_pending": 0,
+    "hints_stored": 0,
+    "hints_replayed": 0,
+    "hints_dropped": 0,
+    "hints_rejected": 0,
+    "hints_bytes": 0,
+}
+
+
+def _hint_totals(node: AdminTarget) -> dict[str, int]:
+    return node.hints.totals() if node.hints is not None else dict(_NO_HINTS)
+
+
 def _open_fds() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -126,6 +141,7 @@ class AdminTarget(Protocol):
     request_stats: RequestStats
     counters: ClientCounters
     clients: ClientReactor
+    hints: HintStore | None
     cluster_counters: ClusterCounters
     peer_counters: PeerServerCounters
     tls: TlsState
@@ -214,6 +230,7 @@ class NodeAdmin:
             "tls_handshake_failures": sum(c.tls_handshake_failures for c in peers)
             + sum(node.tls.inbound_failures.values()),
             "client_tls_handshake_failures": node.tls.client_handshake_failures,
+            **_hint_totals(node),
             "client_read_timeouts": clients.client_read_timeouts,
             "client_idle_timeouts": clients.client_idle_timeouts,
             "client_output_limit_closes": clients.client_output_limit_closes,

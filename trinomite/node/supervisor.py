@@ -52,6 +52,8 @@ from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..config.topology import topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
+from ..hints.replay import serve_replay, serve_sync
+from ..hints.store import HintStore
 from ..net.links import Link, WriteHold
 from ..net.sockets import (
     LeanSocketStream,
@@ -142,8 +144,16 @@ class Node:
         self.write_consistency = config.write_consistency
         self.admin = NodeAdmin(self)
         self.gate = StateGate(self.pool, config.max_msgs, self.admin.state_changed)
+        #: Writes replicas missed, replayed when they are back (``trinomite.hints``).
+        self.hints: HintStore | None = None
+        if config.hinted_handoff and not self.topology.single_node:
+            self.hints = HintStore(
+                config.hints_dir,
+                window=config.max_hint_window / 1000,
+                max_bytes=config.hints_max_bytes,
+            )
         self.coordinator = Coordinator(
-            self.topology, self.gate, self.peers, config, self.cluster_counters
+            self.topology, self.gate, self.peers, config, self.cluster_counters, self.hints
         )
         self.dispatcher = Dispatcher(
             self.pool,
@@ -236,6 +246,13 @@ class Node:
         self._admin_listeners = []
 
     async def _serve(self, task_status: trio.TaskStatus[Node]) -> None:
+        try:
+            await self._serve_tasks(task_status)
+        finally:
+            if self.hints is not None:
+                self.hints.close()
+
+    async def _serve_tasks(self, task_status: trio.TaskStatus[Node]) -> None:
         async with trio.open_nursery() as root:
             self._root = root
             await root.start(self.pool.run)
@@ -267,6 +284,12 @@ class Node:
                 await root.start(serve_peers, self._peer_listeners, self._peer_handler, handlers)
                 log.info("node listening for peers on %s", bound)
             await root.start(self.peers.run)
+            if self.hints is not None:
+                self.hints.open_existing()  # hints kept before a restart
+                rate = self.config.hint_replay_rate
+                await root.start(serve_replay, self.hints, self.peers, rate)
+                interval = self.config.hints_sync_interval / 1000
+                await root.start(serve_sync, self.hints, interval)
             await root.start(self.clients.run)
             await root.start(self.clients.watch)
             self.client_address = _bound_address(self.config.listen, self._listeners[0])
@@ -304,6 +327,11 @@ class Node:
 
     def _peer_changed(self, name: str, up: bool) -> None:
         self.admin.events.publish("peer_up" if up else "peer_down", peer=name)
+        if self.hints is not None:
+            if up:
+                self.hints.peer_up(name)
+            else:
+                self.hints.peer_down(name)
 
     def _make_session(self, sock: socket.socket, client_id: int) -> Session:
         session = Session.open(client_id, peer_name(sock), self.authenticator)

@@ -39,6 +39,8 @@ from ..cluster.routing import Mode, Plan, PlanCache, Target
 from ..config.model import Consistency, NodeConfig
 from ..datastore.gate import StateGate
 from ..errors import NodeError, redis_error
+from ..hints.replay import HintOnMiss
+from ..hints.store import HintStore
 from ..net.slots import Gather, ReplySink
 from ..protocol import replies as r
 from ..protocol.commands import BY_BYTES, COMMANDS, CommandSpec, Route, extract_keys, lookup
@@ -229,8 +231,11 @@ class Coordinator:
         peers: PeerPools,
         config: NodeConfig,
         counters: ClusterCounters,
+        hints: HintStore | None = None,
     ) -> None:
         self._plans = PlanCache(topology)
+        #: Where writes a replica missed are kept (None: hinted handoff off).
+        self.hints = hints
         self._plans_generation = peers.generation
         self._last_key: bytes | None = None  # see _key_token
         self._last_token = LOCAL_TOKEN
@@ -343,6 +348,8 @@ class Coordinator:
             return None
         self._account(chosen)
         raw = encode_command(args)
+        if chosen.dropped_dcs:
+            self._hint_dropped(chosen, token, raw, session)
         for target in chosen.targets[1:]:
             self._send(session, target, raw, self._swallow, write, now)
         return raw
@@ -382,7 +389,9 @@ class Coordinator:
             owner = ring.owner(token)
             if not owner.local:
                 self.counters.peer_requests += 1
-                self.peers.send(owner.name, 0, MessageType.REQ, raw, self._swallow, deadline, flags)
+                leg = self._hinted(owner.name, MessageType.REQ, flags, raw, self._swallow, False)
+                if leg is not None:
+                    self.peers.send(owner.name, 0, MessageType.REQ, raw, leg, deadline, flags)
 
     # -- the routing classes -------------------------------------------------
 
@@ -403,13 +412,16 @@ class Coordinator:
             return
         chosen = self._plan(token, write, level)
         self._account(chosen)
+        if chosen.dropped_dcs:
+            self._hint_dropped(chosen, token, raw, session)
         counters = self.counters
         mode = chosen.mode
         if mode is Mode.ONE:
             for target in chosen.targets:
-                self._send(
-                    session, target, raw, sink if target.counted else self._swallow, write, now
-                )
+                if target.counted:  # the client's reply: a miss is its error, not a hint
+                    self._send(session, target, raw, sink, write, now, hint=False)
+                else:
+                    self._send(session, target, raw, self._swallow, write, now)
             return
         if mode is Mode.EACH:
             each = EachQuorum(chosen.counted_per_dc(), self.topology.local.dc, multikey)
@@ -429,6 +441,15 @@ class Coordinator:
             self._plans.clear()  # a peer went up or down: plans route differently now
             self._plans_generation = peers.generation
         return self._plans.plan(token, write=write, level=level, is_up=peers.is_up)
+
+    def _hint_dropped(self, chosen: Plan, token: int, raw: bytes, session: Caller) -> None:
+        """A write no node of a remote DC could take: a hint for its preselected owner."""
+        if self.hints is None:
+            return
+        flags = FLAG_RESP3 if session.protocol == 3 else 0
+        for dc in chosen.dropped_dcs:
+            owner = self.topology.remote_rings(dc)[0].owner(token)
+            self.hints.add(owner.name, MessageType.REQ_FORWARD, flags, raw)
 
     def _account(self, chosen: Plan) -> None:
         counters = self.counters
@@ -495,16 +516,44 @@ class Coordinator:
         sink: ReplySink,
         write: bool,
         now: float,
+        hint: bool = True,
     ) -> None:
+        """Send one leg; a write leg that misses becomes a hint unless ``hint`` is False."""
         peer = target.peer
         if peer.local:
             self._local(session, raw, sink, now, write)
             return
         extra = SAME_DC_EXTRA if peer.dc == self.topology.local.dc else REMOTE_DC_EXTRA
+        flags = FLAG_RESP3 if session.protocol == 3 else 0
         if write:
             extra += WRITE_EXTRA
+            if hint and self.hints is not None:
+                hinted = self._hinted(peer.name, target.kind, flags, raw, sink, target.counted)
+                if hinted is None:
+                    return
+                sink = hinted
         self.counters.peer_requests += 1
-        flags = FLAG_RESP3 if session.protocol == 3 else 0
         self.peers.send(
             peer.name, session.id, target.kind, raw, sink, now + self.timeout + extra, flags
         )
+
+    def _hinted(
+        self, name: str, kind: MessageType, flags: int, raw: bytes, sink: ReplySink, counted: bool
+    ) -> ReplySink | None:
+        """The sink for a write leg to ``name``; None when the write went to its hints.
+
+        While ``name`` has hints waiting, a write nobody waits for joins them
+        instead of overtaking them (so the replica sees writes in order); a
+        counted leg (a quorum's) is sent, since the client's reply depends on
+        it.  The leg that alone is the client's reply (DC_ONE's own-rack
+        owner) is never hinted: its miss is the client's error, so the write
+        was not acknowledged, and a late replay could overwrite a newer one.
+        """
+        hints = self.hints
+        if hints is None:
+            return sink
+        if not counted and hints.has_pending(name):
+            hints.add(name, kind, flags, raw)
+            sink.set(b"+OK\r\n")
+            return None
+        return HintOnMiss(hints, name, kind, flags, raw, sink)

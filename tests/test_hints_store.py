@@ -1,0 +1,100 @@
+"""Hint records and the hint store, pure and with files: framing, torn tails, bounds, cursors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from trinomite.hints.log import HEADER, Hint, HintReader, encode_hint
+from trinomite.hints.store import HintStore
+from trinomite.protocol.peer import MessageType
+
+REQ = MessageType.REQ
+
+
+def hint(i: int, created: float = 1000.0) -> Hint:
+    return Hint(REQ, 0, created, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%d\r\n" % (len(str(i)), i))
+
+
+def test_records_decode_from_any_chunking() -> None:
+    log = b"".join(encode_hint(hint(i)) for i in range(5))
+    for step in (1, 7, len(log)):
+        reader = HintReader()
+        out = []
+        for at in range(0, len(log), step):
+            reader.feed(log[at : at + step])
+            out += list(reader.records())
+        assert [h for h, _ in out] == [hint(i) for i in range(5)]
+        assert out[-1][1] == len(log) == reader.valid
+
+
+def test_a_torn_or_damaged_record_ends_the_valid_log() -> None:
+    whole = encode_hint(hint(1)) + encode_hint(hint(2))
+    torn = HintReader()
+    torn.feed(whole[:-3])
+    assert [h for h, _ in torn.records()] == [hint(1)]
+    assert torn.valid == len(encode_hint(hint(1)))
+    damaged = bytearray(whole)
+    damaged[-1] ^= 0xFF
+    reader = HintReader()
+    reader.feed(bytes(damaged))
+    assert [h for h, _ in reader.records()] == [hint(1)]
+    assert reader.broken
+    assert HEADER.size == 21
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "files"])
+def test_add_replay_advance_and_start_over(tmp_path, on_disk: bool) -> None:
+    store = HintStore(str(tmp_path) if on_disk else None)
+    for i in range(10):
+        assert store.add("peer:1", REQ, 0, hint(i).payload)
+    assert store.peers["peer:1"].pending == 10
+    first = store.next_hints("peer:1", 4)
+    assert [h.payload for h, _ in first] == [hint(i).payload for i in range(4)]
+    store.advance("peer:1", first[-1][1], replayed=4)
+    assert store.next_hints("peer:1", 1)[0][0].payload == hint(4).payload
+    rest = store.next_hints("peer:1", 100)
+    store.advance("peer:1", rest[-1][1], replayed=len(rest))
+    assert store.peers["peer:1"].pending == 0
+    assert store.peers["peer:1"].log.size == 0  # all replayed: the log starts over
+    assert store.bytes == 0
+    assert store.totals()["hints_replayed"] == 10
+
+
+def test_a_restart_keeps_unreplayed_hints_and_drops_a_torn_tail(tmp_path) -> None:
+    store = HintStore(str(tmp_path))
+    for i in range(6):
+        store.add("10.0.0.2:8101", REQ, 0, hint(i).payload)
+    done = store.next_hints("10.0.0.2:8101", 2)
+    store.advance("10.0.0.2:8101", done[-1][1], replayed=2)
+    store.sync()
+    store.close()
+    with open(tmp_path / "10.0.0.2%3A8101.hints", "ab") as log:
+        log.write(encode_hint(hint(99))[:-5])  # a crash in the middle of a write
+    again = HintStore(str(tmp_path))
+    again.open_existing()
+    assert again.peers["10.0.0.2:8101"].pending == 4
+    payloads = [h.payload for h, _ in again.next_hints("10.0.0.2:8101", 100)]
+    assert payloads == [hint(i).payload for i in range(2, 6)]
+    size = os.path.getsize(tmp_path / "10.0.0.2%3A8101.hints")
+    assert size == again.peers["10.0.0.2:8101"].log.size
+
+
+def test_the_window_and_the_byte_cap_drop_and_count() -> None:
+    now = [1000.0]
+    store = HintStore(window=60.0, max_bytes=3 * len(encode_hint(hint(0))), clock=lambda: now[0])
+    store.peer_down("p")
+    assert store.add("p", REQ, 0, hint(0).payload)
+    now[0] += 30  # a partition shorter than the window: still hinted
+    assert store.add("p", REQ, 0, hint(1).payload)
+    assert store.add("p", REQ, 0, hint(2).payload)
+    assert not store.add("p", REQ, 0, hint(3).payload)  # the cap
+    assert store.peers["p"].dropped == {"window": 0, "full": 1}
+    now[0] += 31  # down longer than the window: no more hints
+    assert not store.add("p", REQ, 0, hint(4).payload)
+    assert store.peers["p"].dropped["window"] == 1
+    # Hints older than the window are not replayed.
+    assert store.expired(store.next_hints("p", 1)[0][0])
+    store.peer_up("p")
+    assert store.add("p", REQ, 0, b"*1\r\n$4\r\nPING\r\n") is False  # still full
