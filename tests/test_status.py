@@ -59,6 +59,7 @@ def snapshot(**fields: Any) -> dict[str, Any]:
         "req_per_sec": 1523.4,
         "latency_us": {"p50": 210, "p95": 480, "p99": 900, "p999": 2100, "max": 5400},
         "peers": {"up": 3, "total": 3},
+        "hints": {"pending": 12, "peers": {"10.0.0.2:8101": 12}},
         "client_connections": 5,
         "consistency": {"read": "DC_ONE", "write": "DC_ONE"},
     }
@@ -88,8 +89,12 @@ def test_full_snapshot_renders_every_column() -> None:
     view.feed(NODE, snapshot())
     table = view.render(120)
     header = table.splitlines()[1].split()
-    assert header == ["NODE", "DC/RACK", "STATE", "REQ/S", "P99", "MS", "ERRORS", "PEERS", "FEED"]
-    assert row(table, NODE) == [NODE, "dc1/rack1", "NORMAL", "1523.4", "0.90", "3", "3/3", "ok"]
+    assert header == [
+        "NODE", "DC/RACK", "STATE", "REQ/S", "P99", "MS", "ERRORS", "PEERS", "HINTS", "FEED"
+    ]  # fmt: skip
+    assert row(table, NODE) == [
+        NODE, "dc1/rack1", "NORMAL", "1523.4", "0.90", "3", "3/3", "12", "ok"
+    ]  # fmt: skip
     assert "1 node, 1 ok" in table.splitlines()[0]
     assert view.missing() == []
 
@@ -119,8 +124,8 @@ def test_missing_and_mistyped_fields_render_as_dashes() -> None:
         },
     )
     table = view.render(120)
-    assert row(table, "a:1") == ["a:1", "-", "-", "-", "-", "-", "-", "ok"]
-    assert row(table, "b:2") == ["b:2", "dc2/-", "-", "-", "-", "-", "-", "ok"]
+    assert row(table, "a:1") == ["a:1", "-", "-", "-", "-", "-", "-", "-", "ok"]
+    assert row(table, "b:2") == ["b:2", "dc2/-", "-", "-", "-", "-", "-", "-", "ok"]
 
 
 def test_numeric_state_and_partial_peers() -> None:
@@ -235,7 +240,8 @@ def test_narrow_widths_drop_the_least_useful_columns_first() -> None:
     view.feed(NODE, snapshot())
     headers = {w: view.render(w).splitlines()[1].split() for w in (80, 65, 50, 32)}
     assert headers[80] == ["NODE", "DC/RACK", "STATE", "REQ/S", "P99", "MS", "ERRORS", "PEERS",
-                           "FEED"]  # fmt: skip
+                           "HINTS", "FEED"]  # fmt: skip
+    assert "HINTS" not in headers[65]
     assert "ERRORS" not in headers[65]
     assert "DC/RACK" not in headers[50]
     assert headers[32] == ["NODE", "STATE", "FEED"]
@@ -535,7 +541,7 @@ async def test_command_once_against_a_real_cluster() -> None:
     for member, address in zip(members, addresses, strict=True):
         cells = row(table, address)
         assert cells[1:3] == [f"{member.dc}/{member.rack}", "NORMAL"], table
-        assert cells[-2:] == ["2/2", "ok"], table
+        assert cells[-3:] == ["2/2", "0", "ok"], table
 
 
 def test_no_address_means_the_default_admin_address() -> None:

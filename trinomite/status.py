@@ -295,6 +295,11 @@ def _peers(_node: str, feed: _Feed, _now: float) -> str:
     return "-" if up is None or total is None else f"{up:.0f}/{total:.0f}"
 
 
+def _hints(_node: str, feed: _Feed, _now: float) -> str:
+    pending = _number(_field(feed, "hints", "pending"))
+    return "-" if pending is None else f"{pending:.0f}"
+
+
 _COLUMNS = (
     _Column("NODE", lambda node, _feed, _now: node),
     _Column("DC/RACK", _location, drop=6),
@@ -303,6 +308,7 @@ _COLUMNS = (
     _Column("P99 MS", _p99_ms, right=True, drop=5),
     _Column("ERRORS", _errors, right=True, drop=7),
     _Column("PEERS", _peers, right=True, drop=3),
+    _Column("HINTS", _hints, right=True, drop=8),
     _Column("FEED", lambda _node, feed, now: _freshness(feed, now), drop=1),
 )
 

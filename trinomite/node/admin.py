@@ -103,6 +103,36 @@ def _hint_totals(node: AdminTarget) -> dict[str, int]:
     return node.hints.totals() if node.hints is not None else dict(_NO_HINTS)
 
 
+def _peer_hint_row(node: AdminTarget, name: str) -> dict[str, int]:
+    """One peer's hint counts (zeros when it has none, or hinted handoff is off)."""
+    hints = node.hints.peers.get(name) if node.hints is not None else None
+    if hints is None:
+        return {"hints_pending": 0, "hints_replayed": 0, "hints_dropped": 0, "hints_rejected": 0}
+    return {
+        "hints_pending": hints.pending,
+        "hints_replayed": hints.replayed,
+        "hints_dropped": sum(hints.dropped.values()),
+        "hints_rejected": hints.rejected,
+    }
+
+
+def _hints_per_peer(node: AdminTarget) -> dict[str, dict[str, Any]]:
+    """``/info``'s ``hints`` section: every peer that ever had hints, with its counts."""
+    if node.hints is None:
+        return {}
+    return {
+        name: {
+            "pending": hints.pending,
+            "stored": hints.stored,
+            "replayed": hints.replayed,
+            "dropped": dict(hints.dropped),
+            "rejected": hints.rejected,
+            "down_since": hints.down_since,
+        }
+        for name, hints in node.hints.peers.items()
+    }
+
+
 def _open_fds() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -294,7 +324,12 @@ class NodeAdmin:
             }
             for name, pool in self.node.peers.pools.items()
         }
-        extra = {"state": self.state().name, "implementation": "trinomite", "tls": tls}
+        extra = {
+            "state": self.state().name,
+            "implementation": "trinomite",
+            "tls": tls,
+            "hints": _hints_per_peer(self.node),
+        }
         return info_json(
             self._identity(), self.values(), config.pool_name, config.datastore.stats_name, extra
         )
@@ -328,6 +363,7 @@ class NodeAdmin:
                         "connects": sum(c.connects for c in links),
                         "throttled": sum(c.throttled for c in links),
                         "tls_handshake_failures": sum(c.tls_handshake_failures for c in links),
+                        **_peer_hint_row(node, name),
                     },
                 )
             )
@@ -377,6 +413,14 @@ class NodeAdmin:
             "req_per_sec": round(rate, 1),
             "latency_us": stats.latency.summary(),
             "peers": {"up": up, "total": len(node.peers.pools)},
+            "hints": {
+                "pending": node.hints.pending if node.hints is not None else 0,
+                "peers": {
+                    name: row["hints_pending"]
+                    for name in node.peers.pools
+                    if (row := _peer_hint_row(node, name))["hints_pending"]
+                },
+            },
             "client_connections": node.counters.client_connections,
             "consistency": {"read": read.value, "write": write.value},
             "dropped_events": self.events.dropped,
