@@ -8,6 +8,8 @@ nox -s fuzz         atheris on each parser target for longer (default 2 million
                     inputs each; -- -runs=N to change), new inputs kept in .fuzz/
 nox -s soak         10 minutes of load on 4 node processes while a nemesis kills and
                     restarts datastores and a node; RSS, fds, tasks must stay flat
+nox -s chaos        the checker at every consistency level on a 2-DC cluster under a
+                    nemesis (30 faults each by default): no acked write may be lost
 nox -s wheel        build sdist + wheel, twine check, install the wheel alone into a
                     venv with no system packages (dependencies from PyPI), run the
                     CLI and a plugin test there
@@ -97,3 +99,9 @@ def fuzz(session: nox.Session) -> None:
 def soak(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "bench/soak.py", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("python", "bench/chaos.py", *session.posargs)

@@ -227,3 +227,59 @@ def _info(stats_port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/info", timeout=10) as reply:
         pool: dict[str, int] = json.load(reply)["dyn_o_mite"]
         return pool
+
+
+class FakeWallClock:
+    """The hint store's clock (hint ages and the window), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_partition_shorter_than_the_window_is_healed_by_hints_alone() -> None:
+    clock = FakeWallClock()
+    with trio.fail_after(3 * WAIT):
+        async with redis_cluster(PAIR, fault_proxies=True) as cluster:
+            a, b = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
+            hints_of(a).clock = clock
+            cluster.partition(a, b)
+            for i in range(5):
+                assert await call(a.client(), "SET", f"early:{i}", i) is True
+            clock.now += 2 * 3600  # two hours later, still inside the 3 h window
+            for i in range(5):
+                assert await call(a.client(), "SET", f"late:{i}", i) is True
+            cluster.heal()
+            await cluster.wait_connected()
+            await replayed_everywhere(cluster)
+            for prefix in ("early", "late"):
+                assert [await stored(b, f"{prefix}:{i}") for i in range(5)] == [
+                    str(i).encode() for i in range(5)
+                ]
+            counts = hints_of(a).peers[f"127.0.0.1:{cluster.peer_port(a, b)}"]
+            assert (counts.replayed, counts.dropped) == (10, {"window": 0, "full": 0})
+
+
+async def test_a_partition_longer_than_the_window_drops_and_counts_hints() -> None:
+    clock = FakeWallClock()
+    with trio.fail_after(3 * WAIT):
+        async with redis_cluster(PAIR, fault_proxies=True) as cluster:
+            a, b = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
+            hints_of(a).clock = clock
+            cluster.partition(a, b)
+            for i in range(5):
+                assert await call(a.client(), "SET", f"old:{i}", i) is True
+            clock.now += 3 * 3600 + 60  # past the window: b has been away too long
+            for i in range(5):
+                assert await call(a.client(), "SET", f"new:{i}", i) is True  # acked, not hinted
+            cluster.heal()
+            await cluster.wait_connected()
+            await replayed_everywhere(cluster)
+            counts = hints_of(a).peers[f"127.0.0.1:{cluster.peer_port(a, b)}"]
+            # 5 writes were refused a hint, and the 5 older hints expired unreplayed:
+            # both left for anti-entropy.
+            assert counts.dropped == {"window": 10, "full": 0}
+            assert counts.replayed == 0
+            assert await stored(b, b"old:0") is None

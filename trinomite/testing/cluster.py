@@ -238,9 +238,11 @@ class Cluster:
             member._stopped.set()
 
 
-async def _start_datastores(members: list[ClusterNode], redis_exec: str | None) -> None:
+async def _start_datastores(
+    members: list[ClusterNode], redis_exec: str | None, options: dict[str, str] | None
+) -> None:
     for member in members:
-        member.redis = RedisServer(binary=redis_exec)
+        member.redis = RedisServer(binary=redis_exec, options=options)
         await trio.to_thread.run_sync(member.redis.start)
 
 
@@ -272,6 +274,7 @@ async def open_cluster(
     fault_proxies: bool = False,
     startup_timeout: float = STARTUP_TIMEOUT,
     redis_exec: str | None = None,
+    redis_options: dict[str, str] | None = None,
     **config: Any,
 ) -> AsyncIterator[Cluster]:
     """Run ``layout`` (``{dc: {rack: nodes}}``) in-process; see the module docstring.
@@ -283,7 +286,8 @@ async def open_cluster(
     every node started, for tests of links that must not come up.
     ``fault_proxies=True`` puts a fault proxy on every peer link, for
     ``Cluster.partition``.  ``redis_exec`` is the redis-server to run
-    (default: the one on PATH).
+    (default: the one on PATH), ``redis_options`` extra options for each
+    (``{"appendonly": "yes"}`` to keep data across ``stop_datastore``).
     """
     if datastore not in DATASTORES:
         raise ValueError(f"datastore must be one of {', '.join(DATASTORES)}, not {datastore!r}")
@@ -294,7 +298,7 @@ async def open_cluster(
         log = startup.enter_context(capture_logs())
         if datastore == "redis":
             try:
-                await _start_datastores(members, redis_exec)
+                await _start_datastores(members, redis_exec, redis_options)
             except Exception as exc:
                 raise log.error("a redis-server did not start", exc) from innermost(exc)
         async with trio.open_nursery() as nursery:
