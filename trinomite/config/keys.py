@@ -641,7 +641,13 @@ KEYS: tuple[Key, ...] = (
         "milliseconds",
         "A peer down longer than this gets no more hints (0: it never does).",
     ),
-    _extension("hints_max_bytes", 0, UINT32_MAX, "bytes", "Bytes all hint logs may hold."),
+    _extension(
+        "hints_max_bytes",
+        0,
+        UINT32_MAX,
+        "bytes",
+        "Bytes all hint logs may hold (0: 1 GiB under hints_dir, 64 MiB in memory).",
+    ),
     _extension(
         "hints_sync_interval", 1, INT_MAX, "milliseconds", "How often hint logs are fsynced."
     ),

@@ -283,8 +283,8 @@ class NodeConfig:
     hints_dir: str | None = None
     #: A peer down longer than this (ms) gets no more hints (Cassandra: 3 h).
     max_hint_window: int = 3 * 3600 * 1000
-    #: Bytes all hint logs together may hold.
-    hints_max_bytes: int = 1024 * MIB
+    #: Bytes all hint logs together may hold; 0: 1 GiB on disk, 64 MiB in memory.
+    hints_max_bytes: int = 0
     #: How often the hint logs are fsynced (ms).
     hints_sync_interval: int = 1000
     #: Replay throttle, hints per second per node.

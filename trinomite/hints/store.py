@@ -42,10 +42,21 @@ import attrs
 
 from .log import Hint, HintReader, encode_hint
 
-__all__ = ["ByteLog", "FileLog", "HintStore", "MemoryLog", "PeerHints"]
+__all__ = [
+    "DISK_HINTS",
+    "MEMORY_HINTS",
+    "ByteLog",
+    "FileLog",
+    "HintStore",
+    "MemoryLog",
+    "PeerHints",
+]
 
 #: Bytes read from a log per replay step.
 READ_CHUNK = 256 * 1024
+#: Default caps of all logs together: on disk, and in memory (no hints_dir).
+DISK_HINTS = 1 << 30
+MEMORY_HINTS = 64 << 20
 
 
 class ByteLog(Protocol):

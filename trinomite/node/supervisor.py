@@ -53,7 +53,7 @@ from ..config.topology import topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
 from ..hints.replay import serve_replay, serve_sync
-from ..hints.store import HintStore
+from ..hints.store import DISK_HINTS, MEMORY_HINTS, HintStore
 from ..net.links import Link, WriteHold
 from ..net.sockets import (
     LeanSocketStream,
@@ -147,10 +147,9 @@ class Node:
         #: Writes replicas missed, replayed when they are back (``trinomite.hints``).
         self.hints: HintStore | None = None
         if config.hinted_handoff and not self.topology.single_node:
+            cap = config.hints_max_bytes or (DISK_HINTS if config.hints_dir else MEMORY_HINTS)
             self.hints = HintStore(
-                config.hints_dir,
-                window=config.max_hint_window / 1000,
-                max_bytes=config.hints_max_bytes,
+                config.hints_dir, window=config.max_hint_window / 1000, max_bytes=cap
             )
         self.coordinator = Coordinator(
             self.topology, self.gate, self.peers, config, self.cluster_counters, self.hints
