@@ -47,3 +47,21 @@ async def test_no_acknowledged_write_is_lost(tmp_path: Path, level: Consistency)
     assert report.acked > 0
     assert len(report.faults) == 4
     assert report.lost == []
+
+
+async def test_the_checker_sees_what_dynomite_loses(tmp_path: Path) -> None:
+    """With hinted handoff off (Dynomite's fire-and-forget), the same run loses acked writes."""
+    with trio.fail_after(120):
+        async with open_cluster(
+            LAYOUT,
+            datastore="redis",
+            fault_proxies=True,
+            redis_options=DURABLE_REDIS,
+            hinted_handoff=False,
+            timeout=1000,
+            server_retry_timeout=200,
+        ) as cluster:
+            report = await check(cluster, writers=4, writes=60, faults=3, outage=0.4, seed=7)
+    print(report.summary())
+    assert report.acked > 0
+    assert report.lost  # the checker is not vacuous: these are real losses
