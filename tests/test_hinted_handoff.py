@@ -76,6 +76,17 @@ async def test_a_stopped_replica_gets_its_writes_in_order_when_it_rejoins() -> N
             for i in range(50):
                 assert await call(client, "SET", f"other:{i}", i) is True
             assert hints_of(a).peers[peer_name(b)].pending == 55
+            # Shown per peer: /info, /metrics, the feed's snapshot.
+            assert a.node is not None
+            admin = a.node.admin
+            assert admin.info()["hints"][peer_name(b)]["pending"] == 55
+            assert admin.snapshot()["hints"]["peers"][peer_name(b)]["pending"] == 55
+            series = [
+                line for line in admin.metrics_text().splitlines()
+                if line.startswith("trinomite_peer_link_hints_pending{") and peer_name(b) in line
+            ]  # fmt: skip
+            assert len(series) == 1
+            assert series[0].endswith(" 55")
             await cluster.start_node(b)
             await replayed_everywhere(cluster)
             assert await stored(b, b"k") == b"5"

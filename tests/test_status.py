@@ -59,7 +59,10 @@ def snapshot(**fields: Any) -> dict[str, Any]:
         "req_per_sec": 1523.4,
         "latency_us": {"p50": 210, "p95": 480, "p99": 900, "p999": 2100, "max": 5400},
         "peers": {"up": 3, "total": 3},
-        "hints": {"pending": 12, "peers": {"10.0.0.2:8101": 12}},
+        "hints": {
+            "pending": 12,
+            "peers": {"10.0.0.2:8101": {"pending": 12, "replayed": 40, "dropped": 0}},
+        },
         "client_connections": 5,
         "consistency": {"read": "DC_ONE", "write": "DC_ONE"},
     }

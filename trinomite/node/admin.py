@@ -416,9 +416,13 @@ class NodeAdmin:
             "hints": {
                 "pending": node.hints.pending if node.hints is not None else 0,
                 "peers": {
-                    name: row["hints_pending"]
+                    name: {
+                        "pending": row["hints_pending"],
+                        "replayed": row["hints_replayed"],
+                        "dropped": row["hints_dropped"],
+                    }
                     for name in node.peers.pools
-                    if (row := _peer_hint_row(node, name))["hints_pending"]
+                    if any((row := _peer_hint_row(node, name)).values())
                 },
             },
             "client_connections": node.counters.client_connections,
