@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio
+import trio.testing
 
 from trinomite.hints.log import HEADER, Hint, HintReader, encode_hint
+from trinomite.hints.replay import serve_replay
 from trinomite.hints.store import HintStore
 from trinomite.protocol.peer import MessageType
 
@@ -98,3 +101,38 @@ def test_the_window_and_the_byte_cap_drop_and_count() -> None:
     assert store.expired(store.next_hints("p", 1)[0][0])
     store.peer_up("p")
     assert store.add("p", REQ, 0, b"*1\r\n$4\r\nPING\r\n") is False  # still full
+
+
+async def test_hints_for_a_peer_no_longer_configured_are_kept_not_replayed(caplog) -> None:
+    """A hints_dir from an older topology must not stop the replay of the others."""
+
+    class Peers:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, bytes]] = []
+            self.changed = trio.Event()
+
+        def is_up(self, name: str) -> bool:
+            if name == "gone:1":
+                raise KeyError(name)
+            return True
+
+        def send(self, name, client_id, kind, payload, sink, deadline, flags=0) -> None:
+            self.sent.append((name, payload))
+            sink.set(b"+OK\r\n")
+
+        async def wait_changed(self) -> None:
+            await self.changed.wait()
+
+    store = HintStore()
+    store.add("gone:1", REQ, 0, hint(1).payload)
+    store.add("here:2", REQ, 0, hint(2).payload)
+    peers = Peers()
+    with trio.move_on_after(2):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_replay, store, peers, 1000.0)
+            while store.has_pending("here:2"):
+                await trio.testing.wait_all_tasks_blocked(0.01)
+            nursery.cancel_scope.cancel()
+    assert peers.sent == [("here:2", hint(2).payload)]
+    assert store.peers["gone:1"].pending == 1
+    assert "not a peer any more" in caplog.text

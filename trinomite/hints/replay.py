@@ -197,10 +197,23 @@ async def serve_replay(
 ) -> None:
     """Replay every reachable peer's hints, forever (see the module doc)."""
     task_status.started()
+    strangers: set[str] = set()
     while True:
         progressed = False
         for name in list(store.peers):
-            if not store.has_pending(name) or not peers.is_up(name):
+            if not store.has_pending(name) or name in strangers:
+                continue
+            try:
+                up = peers.is_up(name)
+            except KeyError:  # hints left in hints_dir for a peer no longer configured
+                strangers.add(name)
+                log.warning(
+                    "%d hints for %s, which is not a peer any more: kept, not replayed",
+                    store.peers[name].pending,
+                    name,
+                )
+                continue
+            if not up:
                 continue
             done = await replay_batch(store, peers, name)
             if done:
