@@ -136,3 +136,18 @@ async def test_hints_for_a_peer_no_longer_configured_are_kept_not_replayed(caplo
     assert peers.sent == [("here:2", hint(2).payload)]
     assert store.peers["gone:1"].pending == 1
     assert "not a peer any more" in caplog.text
+
+
+def test_a_disk_that_fails_drops_and_counts_instead_of_raising(tmp_path) -> None:
+    store = HintStore(str(tmp_path))
+    assert store.add("p:1", REQ, 0, hint(1).payload)
+    hints = store.peers["p:1"]
+
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    hints.log.append = full  # type: ignore[method-assign]
+    assert store.add("p:1", REQ, 0, hint(2).payload) is False
+    assert hints.dropped["full"] == 1
+    assert store.disk_errors == 1
+    assert hints.pending == 1

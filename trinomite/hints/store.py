@@ -32,6 +32,8 @@ Everything here runs on the node's Trio thread except ``sync``; there is no
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +53,8 @@ __all__ = [
     "MemoryLog",
     "PeerHints",
 ]
+
+_log = logging.getLogger("trinomite.hints")
 
 #: Bytes read from a log per replay step.
 READ_CHUNK = 256 * 1024
@@ -120,7 +124,14 @@ class FileLog:
         return self._size
 
     def append(self, data: bytes) -> None:
-        os.write(self._fd, data)
+        try:
+            written = os.write(self._fd, data)
+        except OSError:
+            self.truncate(self._size)  # no half record may stay in front of later ones
+            raise
+        if written != len(data):  # a short write: the disk is full
+            self.truncate(self._size)
+            raise OSError(errno.ENOSPC, "short write to the hint log")
         self._size += len(data)
 
     def read(self, offset: int, size: int) -> bytes:
@@ -175,6 +186,8 @@ class HintStore:
         self.clock = clock
         self.peers: dict[str, PeerHints] = {}
         self.bytes = 0
+        #: Hints lost to I/O errors (a full or failing disk), logged once.
+        self.disk_errors = 0
         if directory is not None:
             os.makedirs(directory, mode=0o700, exist_ok=True)
 
@@ -217,7 +230,19 @@ class HintStore:
     # -- the write path ----------------------------------------------------------
 
     def add(self, name: str, kind: int, flags: int, payload: bytes) -> bool:
-        """Keep a missed write for ``name``; False (counted) if a bound drops it."""
+        """Keep a missed write for ``name``; False (counted) if a bound or the disk drops it."""
+        try:
+            return self._add(name, kind, flags, payload)
+        except OSError as exc:  # the disk is full or gone: the write is not hinted
+            hints = self.peers.get(name)
+            if hints is not None:
+                hints.dropped["full"] += 1
+            if not self.disk_errors:
+                _log.error("hints for %s cannot be written (%s): dropped, counted", name, exc)
+            self.disk_errors += 1
+            return False
+
+    def _add(self, name: str, kind: int, flags: int, payload: bytes) -> bool:
         hints = self.peer(name)
         now = self.clock()
         if hints.down_since is not None and now - hints.down_since > self.window:
@@ -289,9 +314,12 @@ class HintStore:
     # -- housekeeping --------------------------------------------------------------
 
     def sync(self) -> None:
-        """fsync every log and cursor (call from a worker thread)."""
-        for hints in list(self.peers.values()):
-            hints.log.sync()
+        """fsync every log and cursor (call from a worker thread); errors are logged."""
+        for name, hints in list(self.peers.items()):
+            try:
+                hints.log.sync()
+            except OSError as exc:
+                _log.error("hints for %s cannot be synced: %s", name, exc)
 
     def close(self) -> None:
         for hints in self.peers.values():
