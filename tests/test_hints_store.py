@@ -9,9 +9,10 @@ import trio
 import trio.testing
 
 from trinomite.hints.log import HEADER, Hint, HintReader, encode_hint
-from trinomite.hints.replay import serve_replay
+from trinomite.hints.replay import HintOnMiss, replay_batch, serve_replay
 from trinomite.hints.store import HintStore
 from trinomite.protocol.peer import MessageType
+from trinomite.protocol.requests import encode_command
 
 REQ = MessageType.REQ
 
@@ -151,3 +152,54 @@ def test_a_disk_that_fails_drops_and_counts_instead_of_raising(tmp_path) -> None
     assert hints.dropped["full"] == 1
     assert store.disk_errors == 1
     assert hints.pending == 1
+
+
+class ReplyingPeers:
+    """A Sender that answers every request +OK at once and records what it got."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def is_up(self, name: str) -> bool:
+        return True
+
+    def send(self, name, client_id, kind, payload, sink, deadline, flags=0) -> None:
+        self.sent.append(payload)
+        sink.set(b"+OK\r\n")
+
+    async def wait_changed(self) -> None:
+        await trio.sleep_forever()
+
+
+def request(*args: bytes) -> bytes:
+    return encode_command(list(args))
+
+
+async def test_a_live_overwrite_supersedes_older_hints_for_that_key_only() -> None:
+    store = HintStore()
+    store.add("p", REQ, 0, request(b"SET", b"k", b"old"))
+    store.add("p", REQ, 0, request(b"SADD", b"s", b"m1"))
+    store.add("p", REQ, 0, request(b"SET", b"j", b"kept"))
+    # A quorum write's counted leg reaches p live while those hints wait.
+    for raw, reply in [
+        (request(b"SET", b"k", b"new"), b"+OK\r\n"),
+        (request(b"SADD", b"s", b"m2"), b":1\r\n"),
+        (request(b"SET", b"j", b"x", b"NX"), b"$-1\r\n"),  # not applied: supersedes nothing
+    ]:
+        HintOnMiss(store, "p", REQ, 0, raw, Swallow()).set(reply)
+    store.add("p", REQ, 0, request(b"SET", b"k", b"newest"))  # a later miss: newer than live
+    peers = ReplyingPeers()
+    assert await replay_batch(store, peers, "p") == 4
+    assert peers.sent == [
+        request(b"SADD", b"s", b"m1"),  # sets accumulate: never skipped
+        request(b"SET", b"j", b"kept"),
+        request(b"SET", b"k", b"newest"),
+    ]
+    counts = store.peers["p"]
+    assert (counts.replayed, counts.superseded, counts.pending) == (3, 1, 0)
+    assert counts.overwritten == {}  # the log started over
+
+
+class Swallow:
+    def set(self, reply: bytes) -> None:
+        pass

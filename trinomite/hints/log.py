@@ -31,7 +31,18 @@ from collections.abc import Iterator
 
 import attrs
 
-__all__ = ["HEADER", "MAGIC", "MAX_PAYLOAD", "Hint", "HintReader", "encode_hint"]
+from ..protocol.requests import parse_one
+
+__all__ = [
+    "HEADER",
+    "MAGIC",
+    "MAX_PAYLOAD",
+    "OVERWRITES",
+    "Hint",
+    "HintReader",
+    "encode_hint",
+    "overwritten_key",
+]
 
 MAGIC = b"TH1"
 #: magic, kind, flags, created, payload length, crc32 (of kind..payload)
@@ -46,6 +57,21 @@ class Hint:
     flags: int
     created: float
     payload: bytes
+
+
+#: Commands that replace one key's whole value (or remove it), whatever it held:
+#: a later one makes an earlier one on the same key irrelevant.
+OVERWRITES = frozenset({b"set", b"setex", b"psetex", b"getset", b"del", b"unlink"})
+
+
+def overwritten_key(payload: bytes) -> bytes | None:
+    """The key ``payload`` (a RESP request) overwrites as a whole, or None."""
+    args = parse_one(payload)
+    if not args or len(args) < 2 or args[0].lower() not in OVERWRITES:
+        return None
+    if args[0].lower() in (b"del", b"unlink") and len(args) != 2:
+        return None  # several keys: not one key's overwrite
+    return args[1]
 
 
 def _crc(kind: int, flags: int, created: float, payload: bytes) -> int:

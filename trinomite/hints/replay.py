@@ -19,7 +19,12 @@ then waits for every reply of the batch:
   have the first time: counted as *rejected*, logged once, not retried);
 * a ``MISSED`` reply: the peer went away again; the batch stops at the
   last hint before the first miss and the rest is retried later;
-* hints older than the window are skipped (counted as dropped).
+* hints older than the window are skipped (counted as dropped);
+* a hint for a key that a newer whole-value write (SET, SETEX, PSETEX,
+  GETSET, single-key DEL/UNLINK) reached live after it is skipped (counted
+  as *superseded*): replaying it would put the older value back.  A quorum
+  write's counted leg is sent live even while its peer has hints, so that
+  happens; ``HintOnMiss`` records such live overwrites.
 
 Then the cursor moves past the done hints (``HintStore.advance``) and the
 task sleeps long enough to keep to ``rate`` hints per second, so a replay
@@ -37,7 +42,7 @@ import trio
 
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
-from .log import Hint
+from .log import Hint, overwritten_key
 from .store import HintStore
 
 __all__ = ["MISSED", "HintOnMiss", "Sender", "serve_replay", "serve_sync"]
@@ -104,9 +109,19 @@ class HintOnMiss:
         self.sink = sink
 
     def set(self, reply: bytes) -> None:
+        store = self.store
         if reply in MISSED:
-            self.store.add(self.peer, self.kind, self.flags, self.raw)
+            store.add(self.peer, self.kind, self.flags, self.raw)
+        elif store.has_pending(self.peer) and _applied(reply):
+            key = overwritten_key(self.raw)
+            if key is not None:  # a live overwrite overtook this peer's hints
+                store.note_overwrite(self.peer, key)
         self.sink.set(reply)
+
+
+def _applied(reply: bytes) -> bool:
+    """Whether a write's reply says it took effect (an error or a nil says it did not)."""
+    return reply[:1] in (b"+", b":") or (reply[:1] == b"$" and not reply.startswith(b"$-1"))
 
 
 class _Batch:
@@ -143,8 +158,11 @@ async def replay_batch(store: HintStore, peers: Sender, name: str) -> int:
     if not found:
         return 0
     live: list[tuple[int, Hint, int]] = []
+    superseded: set[int] = set()
     for index, (hint, end) in enumerate(found):
-        if not store.expired(hint):
+        if store.superseded(name, hint, end):
+            superseded.add(index)
+        elif not store.expired(hint):
             live.append((index, hint, end))
     batch = _Batch(len(live))
     deadline = trio.current_time() + REPLAY_TIMEOUT
@@ -154,7 +172,7 @@ async def replay_batch(store: HintStore, peers: Sender, name: str) -> int:
     if live:
         with trio.move_on_after(REPLAY_TIMEOUT + 1):
             await batch.done.wait()
-    return _settle(store, name, found, live, batch.replies)
+    return _settle(store, name, found, live, batch.replies, superseded)
 
 
 def _settle(
@@ -163,13 +181,16 @@ def _settle(
     found: list[tuple[Hint, int]],
     live: list[tuple[int, Hint, int]],
     replies: Iterable[bytes | None],
+    superseded: set[int],
 ) -> int:
     """Advance past the hints done, up to the first one the replica missed."""
     reply_of = {index: reply for (index, _, _), reply in zip(live, replies, strict=True)}
-    replayed = expired = rejected = 0
+    replayed = expired = rejected = skipped = 0
     offset = None
     for index, (_, end) in enumerate(found):
-        if index not in reply_of:
+        if index in superseded:
+            skipped += 1
+        elif index not in reply_of:
             expired += 1
         else:
             reply = reply_of[index]
@@ -182,9 +203,16 @@ def _settle(
             else:
                 replayed += 1
         offset = end
-    done = replayed + expired + rejected
+    done = replayed + expired + rejected + skipped
     if offset is not None:
-        store.advance(name, offset, replayed=replayed, expired=expired, rejected=rejected)
+        store.advance(
+            name,
+            offset,
+            replayed=replayed,
+            expired=expired,
+            rejected=rejected,
+            superseded=skipped,
+        )
     return done
 
 

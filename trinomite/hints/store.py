@@ -42,7 +42,7 @@ from urllib.parse import quote, unquote
 
 import attrs
 
-from .log import Hint, HintReader, encode_hint
+from .log import HEADER, Hint, HintReader, encode_hint, overwritten_key
 
 __all__ = [
     "DISK_HINTS",
@@ -58,6 +58,8 @@ _log = logging.getLogger("trinomite.hints")
 
 #: Bytes read from a log per replay step.
 READ_CHUNK = 256 * 1024
+#: Keys tracked per peer for ``superseded`` hints (beyond: no more are tracked).
+MAX_OVERWRITTEN = 65536
 #: Default caps of all logs together: on disk, and in memory (no hints_dir).
 DISK_HINTS = 1 << 30
 MEMORY_HINTS = 64 << 20
@@ -166,7 +168,13 @@ class PeerHints:
     dropped: dict[str, int] = attrs.field(factory=lambda: {"window": 0, "full": 0})
     #: Replayed and refused by the replica (e.g. WRONGTYPE): logged, not retried.
     rejected: int = 0
+    #: Not replayed: a newer whole-value write to the same key reached the
+    #: replica live while the hint waited (it would have overwritten it).
+    superseded: int = 0
     down_since: float | None = None
+    #: Key -> log size when a live overwrite of it reached the replica, while
+    #: hints were pending; hints before that offset for that key are skipped.
+    overwritten: dict[bytes, int] = attrs.field(factory=dict)
 
 
 class HintStore:
@@ -262,6 +270,25 @@ class HintStore:
         found = self.peers.get(name)
         return found is not None and found.pending > 0
 
+    def note_overwrite(self, name: str, key: bytes) -> None:
+        """A whole-value write of ``key`` reached ``name`` live (see ``superseded``)."""
+        hints = self.peers.get(name)
+        if hints is None or not hints.pending:
+            return
+        if key in hints.overwritten or len(hints.overwritten) < MAX_OVERWRITTEN:
+            hints.overwritten[key] = hints.log.size
+
+    def superseded(self, name: str, hint: Hint, end: int) -> bool:
+        """Whether a newer live overwrite of the hint's key reached ``name`` after it."""
+        hints = self.peers[name]
+        if not hints.overwritten:
+            return False
+        key = overwritten_key(hint.payload)
+        if key is None:
+            return False
+        start = end - HEADER.size - len(hint.payload)
+        return hints.overwritten.get(key, -1) > start
+
     def peer_down(self, name: str) -> None:
         hints = self.peer(name)
         if hints.down_since is None:
@@ -291,20 +318,29 @@ class HintStore:
         return found
 
     def advance(
-        self, name: str, offset: int, *, replayed: int = 0, expired: int = 0, rejected: int = 0
+        self,
+        name: str,
+        offset: int,
+        *,
+        replayed: int = 0,
+        expired: int = 0,
+        rejected: int = 0,
+        superseded: int = 0,
     ) -> None:
         """Move ``name``'s cursor to ``offset``: that many hints are done with."""
         hints = self.peers[name]
         log = hints.log
         self.bytes -= offset - log.cursor
-        hints.pending -= replayed + expired + rejected
+        hints.pending -= replayed + expired + rejected + superseded
         hints.replayed += replayed
         hints.rejected += rejected
+        hints.superseded += superseded
         hints.dropped["window"] += expired
         if offset >= log.size:
             log.truncate(0)  # all replayed: start the log over
             offset = 0
             hints.pending = 0
+            hints.overwritten.clear()
         log.cursor = offset
         log.save_cursor()
 
@@ -337,6 +373,7 @@ class HintStore:
             "hints_replayed": sum(h.replayed for h in peers),
             "hints_dropped": sum(sum(h.dropped.values()) for h in peers),
             "hints_rejected": sum(h.rejected for h in peers),
+            "hints_superseded": sum(h.superseded for h in peers),
             "hints_bytes": self.bytes,
         }
 

@@ -95,6 +95,7 @@ _NO_HINTS = {
     "hints_replayed": 0,
     "hints_dropped": 0,
     "hints_rejected": 0,
+    "hints_superseded": 0,
     "hints_bytes": 0,
 }
 
@@ -127,6 +128,7 @@ def _hints_per_peer(node: AdminTarget) -> dict[str, dict[str, Any]]:
             "replayed": hints.replayed,
             "dropped": dict(hints.dropped),
             "rejected": hints.rejected,
+            "superseded": hints.superseded,
             "down_since": hints.down_since,
         }
         for name, hints in node.hints.peers.items()
