@@ -17,7 +17,7 @@ opened with (``write_consistency``):
 * the *nemesis* fires ``faults`` faults, one at a time, each undone before
   the next, taking the kinds in turn with a random victim: stop and restart
   a node, kill and restart a redis-server, partition one rack from the rest
-  of the cluster and heal it;
+  of the cluster, or (with several DCs) cut one DC off, and heal it;
 * then everything is restored, the checker waits for every node's hints to
   drain, and reads every key straight from each rack's owner's datastore in
   every DC.
@@ -48,7 +48,7 @@ from .cluster import Cluster, ClusterNode
 
 __all__ = ["FAULTS", "Report", "check"]
 
-FAULTS = ("stop_node", "kill_datastore", "partition_rack")
+FAULTS = ("stop_node", "kill_datastore", "partition_rack", "cut_dc")
 #: Longest wait for hints to drain after the faults (seconds).
 SETTLE_TIMEOUT = 60.0
 
@@ -144,9 +144,11 @@ async def _faults(
     cluster: Cluster, faults: int, outage: float, rng: random.Random, report: Report
 ) -> None:
     racks = list(dict.fromkeys((m.dc, m.rack) for m in cluster.nodes))
+    dcs = list(dict.fromkeys(m.dc for m in cluster.nodes))
+    kinds = FAULTS if len(dcs) > 1 else FAULTS[:-1]
     for number in range(faults):
         await trio.sleep(outage)
-        fault = FAULTS[number % len(FAULTS)]  # each kind in turn; the victim at random
+        fault = kinds[number % len(kinds)]  # each kind in turn; the victim at random
         if fault == "stop_node":
             member = rng.choice(cluster.nodes)
             report.faults.append(f"stop {member.name}")
@@ -160,9 +162,14 @@ async def _faults(
             await trio.sleep(outage)
             await cluster.start_datastore(member)
         else:
-            dc, rack = rng.choice(racks)
-            inside = cluster.rack(dc, rack)
-            report.faults.append(f"partition {dc}/{rack}")
+            if fault == "cut_dc":
+                dc = rng.choice(dcs)
+                inside = cluster.dc(dc)
+                report.faults.append(f"cut {dc}")
+            else:
+                dc, rack = rng.choice(racks)
+                inside = cluster.rack(dc, rack)
+                report.faults.append(f"partition {dc}/{rack}")
             cluster.partition(inside, [m for m in cluster.nodes if m not in inside])
             await trio.sleep(outage)
             cluster.heal()
