@@ -50,7 +50,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from .config.keys import HOST_PORT, Invalid
+from .config.values import HOST_PORT, Invalid
 from .config.model import STATS_LISTEN_FILE_DEFAULT, HostPort
 
 __all__ = ["ClusterView", "Options", "follow", "main", "parse_args", "watch"]
