@@ -50,8 +50,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from .config.values import HOST_PORT, Invalid
 from .config.model import STATS_LISTEN_FILE_DEFAULT, HostPort
+from .config.values import HOST_PORT, Invalid
 
 __all__ = ["ClusterView", "Options", "follow", "main", "parse_args", "watch"]
 
