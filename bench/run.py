@@ -17,6 +17,8 @@
 # here by trinomite.tls.certs; the start checks the link really is TLS. Each
 # TLS target names its plaintext twin in TLS_TWINS, and the summary prints the
 # TLS cost (throughput lost, CPU per request gained) against that twin.
+# cluster-one-nohints is cluster-one with `hinted_handoff: false`: comparing the
+# two in one run gives what keeping missed writes costs while every replica is up.
 # CPU used by other processes during the run is measured and reported, since
 # on a shared 2-core machine it silently skews every figure. So is each proxy's
 # own CPU time per request (from /proc/PID/stat around every redis-benchmark
@@ -410,17 +412,24 @@ def tls_problems(procs: list[Proc], stats_ports: list[int]) -> list[str]:
     return problems
 
 
-def start_cluster(lab: Lab, opts: Options, consistency: str, tls: bool = False) -> int:
+def start_cluster(
+    lab: Lab,
+    opts: Options,
+    consistency: str,
+    tls: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> int:
     """Two racks of one node each (each node its own process and redis-server).
 
     With ``tls`` every peer link runs mutual TLS (``secure_server_option: all``,
-    one certificate per node from a fresh CA), checked after start.
+    one certificate per node from a fresh CA), checked after start.  ``extra``:
+    more settings for both nodes.
     """
     ports = [free_port(), free_port()]
     dyn_ports = [free_port(), free_port()]
     stats_ports = [free_port(), free_port()]
     racks = ["rack1", "rack2"]
-    label = consistency + ("-tls" if tls else "")
+    label = consistency + ("-tls" if tls else "") + ("-extra" if extra else "")
     secure = cluster_certificates(lab, racks, dyn_ports) if tls else [{}, {}]
     names = [f"trinomite-{label}-{rack}" for rack in racks]
     first = 0
@@ -442,6 +451,7 @@ def start_cluster(lab: Lab, opts: Options, consistency: str, tls: bool = False) 
                 "server_retry_timeout": 1000,
                 "datastore_connections": opts.datastore_connections,
                 **secure[i],
+                **(extra or {}),
             },
             port=ports[i],
             dyn_port=dyn_ports[i],
@@ -475,6 +485,11 @@ def start_cluster_one_tls(lab: Lab, opts: Options) -> int:
     return start_cluster(lab, opts, "DC_ONE", tls=True)
 
 
+def start_cluster_one_nohints(lab: Lab, opts: Options) -> int:
+    """cluster-one with hinted handoff off: what keeping missed writes costs."""
+    return start_cluster(lab, opts, "DC_ONE", extra={"hinted_handoff": "false"})
+
+
 def start_naive(lab: Lab, opts: Options) -> int:
     backend, port = lab.start_redis("redis-naive"), free_port()
     script = str(REPO / "bench" / "naive_forwarder.py")
@@ -491,6 +506,7 @@ TARGETS: dict[str, Starter] = {
     "cluster-one": start_cluster_one,
     "cluster-quorum": start_cluster_quorum,
     "cluster-one-tls": start_cluster_one_tls,
+    "cluster-one-nohints": start_cluster_one_nohints,
 }
 #: TLS target -> its plaintext twin, for the summary's "TLS cost".
 TLS_TWINS = {"cluster-one-tls": "cluster-one"}
