@@ -66,6 +66,8 @@ async def test_clients_must_authenticate(redis_backend: RedisServer) -> None:
         assert await raw.call("AUTH", "wrong") == WRONGPASS  # still authenticated
         assert await raw.call("GET", "k") == b"$1\r\nv\r\n"
         await raw.aclose()
+        # Refused attempts are counted (the wrong password, the wrong pair, and this one).
+        assert node.admin.values()["client_auth_failures"] == 3
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -55,6 +55,8 @@ class Authenticator:
 
     def __init__(self, requirepass: str | None = None, users: Iterable[ClientUser] = ()) -> None:
         self.users: dict[str, ClientUser] = {}
+        #: AUTH attempts refused (a wrong password or an unknown user).
+        self.failures = 0
         if requirepass:
             self.users[DEFAULT_USER] = ClientUser(DEFAULT_USER, requirepass)
         for user in users:
@@ -75,4 +77,5 @@ class Authenticator:
         expected = user.password.encode() if user is not None else b"\0" * 32
         if hmac.compare_digest(expected, password) and user is not None:
             return user
+        self.failures += 1
         return None

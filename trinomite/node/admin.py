@@ -33,6 +33,7 @@ import trio
 
 from .._version import __version__
 from ..admin.api import NodeState, PeerAction
+from ..client.auth import Authenticator
 from ..client.dispatch import Dispatcher
 from ..client.reactor import ClientCounters, ClientReactor
 from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
@@ -174,6 +175,7 @@ class AdminTarget(Protocol):
     counters: ClientCounters
     clients: ClientReactor
     hints: HintStore | None
+    authenticator: Authenticator | None
     cluster_counters: ClusterCounters
     peer_counters: PeerServerCounters
     tls: TlsState
@@ -263,6 +265,9 @@ class NodeAdmin:
             + sum(node.tls.inbound_failures.values()),
             "client_tls_handshake_failures": node.tls.client_handshake_failures,
             **_hint_totals(node),
+            "client_auth_failures": (
+                node.authenticator.failures if node.authenticator is not None else 0
+            ),
             "client_read_timeouts": clients.client_read_timeouts,
             "client_idle_timeouts": clients.client_idle_timeouts,
             "client_output_limit_closes": clients.client_output_limit_closes,

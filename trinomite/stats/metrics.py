@@ -133,6 +133,7 @@ pool counter hints_dropped hints dropped by max_hint_window or hints_max_bytes (
 pool counter hints_rejected replayed hints the replica refused, not retried (trinomite)
 pool counter hints_superseded hints skipped: a newer overwrite got there live (trinomite)
 pool gauge hints_bytes bytes of hint logs not yet replayed (trinomite)
+pool counter client_auth_failures AUTH attempts refused: wrong password or unknown user (trinomite)
 pool counter client_read_timeouts clients closed by client_read_timeout (trinomite)
 pool counter client_idle_timeouts clients closed after client_idle_timeout idle (trinomite)
 pool counter client_output_limit_closes clients closed over client_output_buffer_limit (trinomite)
