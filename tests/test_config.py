@@ -693,3 +693,19 @@ def test_any_value_is_accepted_or_a_config_error(key, value):
     # A JSON string is a YAML double-quoted scalar.
     error = outcome(config_with(**{key: json.dumps(value)}))
     assert error is None or (error.line is not None and "\n" not in str(error))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"users": ["a:rw:p", "a:ro:q"]}, "<string>:7:5: key 'users': user 'a' is defined twice"),
+        (
+            {"requirepass": "x", "users": ["default:ro:q"]},
+            "key 'users': user 'default' is defined twice (requirepass is the default",
+        ),
+    ],
+)
+def test_client_users_are_each_defined_once(extra, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_with(**extra))
+    assert message in str(caught.value)

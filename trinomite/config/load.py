@@ -149,9 +149,25 @@ def parse_config(text: str, source: str = "<string>") -> NodeConfig:
         raise _first_error(group, body, source, root_position) from None
     for name in body:
         _warn_if_ignored(KEYS_BY_NAME[name], body, source)
+    _check_users(config, body, source)
     if "stats_listen" not in body:  # Dynomite's admin port, for drop-in files
         config = attrs.evolve(config, stats_listen=STATS_LISTEN_FILE_DEFAULT)
     return attrs.evolve(config, pool_name=pool_name, source=source)
+
+
+def _check_users(config: NodeConfig, body: CommentedMap, source: str) -> None:
+    """Each client user once, and no ``default`` user beside ``requirepass``."""
+    names = ["default"] if config.requirepass else []
+    for index, user in enumerate(config.users):
+        if user.name in names:
+            why = " (requirepass is the default user's password)" if user.name == "default" else ""
+            raise ConfigError(
+                source,
+                *_value_position(body, "users", index),
+                key="users",
+                problem=f"user '{user.name}' is defined twice{why}",
+            )
+        names.append(user.name)
 
 
 # ---- YAML ------------------------------------------------------------------
