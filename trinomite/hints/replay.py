@@ -27,8 +27,10 @@ then waits for every reply of the batch:
   happens; ``HintOnMiss`` records such live overwrites.
 
 Then the cursor moves past the done hints (``HintStore.advance``) and the
-task sleeps long enough to keep to ``rate`` hints per second, so a replay
-never starves client traffic.  ``serve_sync`` fsyncs the logs every
+task sleeps long enough to keep to ``rate`` missed writes per second, so a
+replay never starves client traffic.  Writes queued behind the hints to keep
+their order (``log.LIVE``) are that client traffic: they are not throttled,
+or a peer under steady load would never catch up.  ``serve_sync`` fsyncs the logs every
 ``interval`` in a worker thread.
 """
 
@@ -42,7 +44,7 @@ import trio
 
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
-from .log import Hint, overwritten_key
+from .log import FRAME_FLAGS, LIVE, Hint, overwritten_key
 from .store import HintStore
 
 __all__ = ["MISSED", "HintOnMiss", "Sender", "serve_replay", "serve_sync"]
@@ -152,11 +154,16 @@ class _Slot:
                 batch.done.set()
 
 
-async def replay_batch(store: HintStore, peers: Sender, name: str) -> int:
-    """Replay one batch of ``name``'s hints; the number done (0: nothing, or it failed)."""
+async def replay_batch(store: HintStore, peers: Sender, name: str) -> tuple[int, int]:
+    """Replay one batch of ``name``'s hints: (hints done, of which missed writes).
+
+    (0, 0) when there was nothing to do or the first hint missed again.  Only
+    missed writes count towards the throttle: ``LIVE`` ones are client
+    traffic that waited for them, and must drain at least as fast as it comes.
+    """
     found = store.next_hints(name, REPLAY_WINDOW)
     if not found:
-        return 0
+        return 0, 0
     live: list[tuple[int, Hint, int]] = []
     superseded: set[int] = set()
     for index, (hint, end) in enumerate(found):
@@ -168,11 +175,14 @@ async def replay_batch(store: HintStore, peers: Sender, name: str) -> int:
     deadline = trio.current_time() + REPLAY_TIMEOUT
     for position, (_, hint, _) in enumerate(live):
         sink = batch.sink(position)
-        peers.send(name, HINT_CLIENT_ID, hint.kind, hint.payload, sink, deadline, hint.flags)
+        flags = hint.flags & FRAME_FLAGS
+        peers.send(name, HINT_CLIENT_ID, hint.kind, hint.payload, sink, deadline, flags)
     if live:
         with trio.move_on_after(REPLAY_TIMEOUT + 1):
             await batch.done.wait()
-    return _settle(store, name, found, live, batch.replies, superseded)
+    done = _settle(store, name, found, live, batch.replies, superseded)
+    missed = sum(1 for hint, _ in found[:done] if not hint.flags & LIVE)
+    return done, missed
 
 
 def _settle(
@@ -243,10 +253,10 @@ async def serve_replay(
                 continue
             if not up:
                 continue
-            done = await replay_batch(store, peers, name)
+            done, missed = await replay_batch(store, peers, name)
             if done:
                 progressed = True
-                await trio.sleep(done / rate)
+                await trio.sleep(missed / rate)
         if not progressed:
             with trio.move_on_after(RETRY_PAUSE):
                 await peers.wait_changed()

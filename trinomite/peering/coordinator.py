@@ -553,7 +553,7 @@ class Coordinator:
         if hints is None:
             return sink
         if not counted and hints.has_pending(name):
-            hints.add(name, kind, flags, raw)
+            hints.add(name, kind, flags, raw, live=True)
             sink.set(b"+OK\r\n")
             return None
         return HintOnMiss(hints, name, kind, flags, raw, sink)
