@@ -41,6 +41,7 @@ from ..protocol.commands import (
     BY_BYTES,
     CHECKED_SUBCOMMANDS,
     GUARDED_COMMANDS,
+    LISTING_COMMANDS,
     Access,
     CommandSpec,
     Route,
@@ -51,6 +52,8 @@ from ..protocol.commands import (
 )
 from ..protocol.guard import CommandGuard, redact_info
 from ..protocol.requests import encode_command
+from ..protocol.reserved import RESERVED_PREFIX, hide
+from ..protocol.reserved import refusal as reserved_refusal
 from ..stats.requests import RequestStats
 from .auth import NOAUTH
 from .local import Session, answer
@@ -86,6 +89,19 @@ class _Redacted:
 
     def set(self, reply: bytes) -> None:
         self.sink.set(redact_info(reply))
+
+
+class _Hidden:
+    """A sink that hands on a key-listing reply without the reserved keys."""
+
+    __slots__ = ("name", "sink")
+
+    def __init__(self, name: str, sink: ReplySink) -> None:
+        self.name = name
+        self.sink = sink
+
+    def set(self, reply: bytes) -> None:
+        self.sink.set(hide(self.name, reply))
 
 
 class Dispatcher:
@@ -126,6 +142,11 @@ class Dispatcher:
         deadline = started + self.timeout
         draining = self.draining
         readonly = session.readonly
+        # A request can name a reserved key only if the prefix occurs at all.
+        if blob is not None:
+            reserved = RESERVED_PREFIX in blob
+        else:
+            reserved = any(RESERVED_PREFIX in arg for args in requests for arg in args)
         by_bytes = BY_BYTES
         indices: list[int] = []  # each answered request's command, for the latency stats
         for args in requests:
@@ -135,6 +156,7 @@ class Dispatcher:
                 or not spec.plain
                 or not spec.min_args <= len(args) <= spec.max_args
                 or draining
+                or reserved
                 or (readonly and spec.access is not Access.READ)
             ):
                 break
@@ -163,14 +185,16 @@ class Dispatcher:
                 reply = refused
             elif draining:
                 reply = redis_error(NodeError.SHUTTING_DOWN)
-            elif refused := self._refuse(spec, args):
+            elif refused := self._refuse(spec, args, reserved):
                 reply = refused
-            elif spec.name == "info" and self.guard.redact:
+            elif spec.name in LISTING_COMMANDS or (spec.name == "info" and self.guard.redact):
                 if run:
                     self._forward(session, run, gather, deadline)
                     run = []
-                raw, redacted = encode_command(args), _Redacted(gather.slot())
-                self.pool.send(session.id, session.protocol, raw, 1, redacted, deadline)
+                raw = encode_command(args)
+                filtered = _Redacted(gather.slot()) if spec.name == "info" else None
+                sink = filtered or _Hidden(spec.name, gather.slot())
+                self.pool.send(session.id, session.protocol, raw, 1, sink, deadline)
                 continue
             else:
                 run.append(args)
@@ -225,8 +249,10 @@ class Dispatcher:
             return _unsupported(args[0].decode("latin-1").lower(), why)
         return r.error(unknown_command_error(args))
 
-    def _refuse(self, spec: CommandSpec, args: list[bytes]) -> bytes | None:
-        """Why a checked or guarded command is not forwarded; None if it is."""
+    def _refuse(self, spec: CommandSpec, args: list[bytes], reserved: bool) -> bytes | None:
+        """Why a request is not forwarded (a reserved key, a checked or guarded command)."""
+        if reserved and (refused := reserved_refusal(spec, args)):
+            return refused
         if spec.name in CHECKED_SUBCOMMANDS and (refused := self._refuse_subcommand(spec, args)):
             return refused
         if spec.name in GUARDED_COMMANDS:

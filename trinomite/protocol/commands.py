@@ -46,6 +46,7 @@ __all__ = [
     "CHECKED_SUBCOMMANDS",
     "COMMANDS",
     "GUARDED_COMMANDS",
+    "LISTING_COMMANDS",
     "Access",
     "CommandSpec",
     "Route",
@@ -84,6 +85,8 @@ CHECKED_SUBCOMMANDS: dict[str, frozenset[bytes]] = {
 }
 #: Commands the dispatcher hands to ``guard.CommandGuard`` (server state: see there).
 GUARDED_COMMANDS = frozenset({"config", "script", "slaveof", "replicaof", "info"})
+#: Commands whose replies list keys: reserved keys are filtered out (``reserved``).
+LISTING_COMMANDS = frozenset({"keys", "scan", "randomkey"})
 
 
 @attrs.frozen
@@ -105,7 +108,11 @@ class CommandSpec:
         exact = self.arity > 0
         object.__setattr__(self, "min_args", self.arity if exact else -self.arity)
         object.__setattr__(self, "max_args", self.arity if exact else 1 << 30)
-        plain = self.route is not Route.NODE and self.name not in GUARDED_COMMANDS
+        plain = (
+            self.route is not Route.NODE
+            and self.name not in GUARDED_COMMANDS
+            and self.name not in LISTING_COMMANDS
+        )
         object.__setattr__(self, "plain", plain)
 
     def arity_ok(self, argc: int) -> bool:
