@@ -97,7 +97,7 @@ async def test_a_stopped_replica_gets_its_writes_in_order_when_it_rejoins() -> N
 
 async def test_a_coordinator_restarted_mid_replay_loses_no_hint(tmp_path: Path) -> None:
     def own_dir(member: ClusterNode) -> dict[str, object]:
-        return {"hints_dir": str(tmp_path / member.rack), "hint_replay_rate": 200}
+        return {"hints_dir": str(tmp_path / member.rack), "hint_replay_rate": 50}
 
     with trio.fail_after(4 * WAIT):
         async with redis_cluster(PAIR, per_node=own_dir) as cluster:
@@ -112,6 +112,8 @@ async def test_a_coordinator_restarted_mid_replay_loses_no_hint(tmp_path: Path) 
                 return hints_of(a).peers[peer_name(b)].replayed > 0
 
             await wait_until(under_way, "the replay to start")
+            # 300 hints at 50 a second: seconds of replay are still to come.
+            assert hints_of(a).peers[peer_name(b)].pending > 0
             await cluster.stop_node(a)  # in the middle of the replay
             left_on_disk = (tmp_path / "r1").iterdir()
             assert any(p.suffix == ".hints" and p.stat().st_size > 0 for p in left_on_disk)

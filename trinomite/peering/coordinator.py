@@ -553,7 +553,9 @@ class Coordinator:
         if hints is None:
             return sink
         if not counted and hints.has_pending(name):
-            hints.add(name, kind, flags, raw, live=True)
+            # Live traffic queued behind the hints if the peer is up (replayed
+            # unthrottled); a miss like the others if it is not.
+            hints.add(name, kind, flags, raw, live=self.peers.is_up(name))
             sink.set(b"+OK\r\n")
             return None
         return HintOnMiss(hints, name, kind, flags, raw, sink)
