@@ -232,7 +232,13 @@ KEYS: tuple[Key, ...] = (
         "Consistency level of writes.",
         differs="Names must match exactly, as for read_consistency.",
     ),
-    Key("read_repairs_enabled", FLAG, "Repair stale replicas seen by quorum reads."),
+    Key(
+        "read_repairs_enabled",
+        FLAG,
+        "Repair stale replicas seen by quorum reads.",
+        differs="Versions SET and single-key DEL (last write wins, tombstones) and repairs "
+        "quorum GETs; other commands are not versioned (docs/hints.md).",
+    ),
     Key(
         "stats_listen",
         HOST_PORT,

@@ -277,6 +277,7 @@ class NodeAdmin:
             "stats_count": self.stats_reads,
             "read_failover_requests": cluster.read_failover_requests,
             "forwarded_requests": cluster.forwarded_requests,
+            "read_repairs": cluster.read_repairs,
             "state_refused_requests": node.gate.refused,
             "state_held_writes": node.gate.held,
             "server_err": sum(c.errors for c in datastores),
@@ -518,6 +519,7 @@ class NodeAdmin:
 
     def set_read_repairs(self, enabled: bool) -> None:
         self.repairs = enabled
+        self.node.coordinator.read_repairs = enabled
 
     def reload_tls(self) -> str:
         problem = self.node.tls.reload()

@@ -374,8 +374,6 @@ def _warn_unbuilt(config: NodeConfig) -> None:
         "dyn_seed_provider: only simple_provider (dyn_seeds) is implemented so far": (
             config.dyn_seed_provider != "simple_provider"
         ),
-        "read_repairs_enabled: read repair is not implemented yet; the flag only shows in "
-        "/read_repairs": config.read_repairs_enabled,
     }
     for warning, applies in unbuilt.items():
         if applies:

@@ -35,7 +35,9 @@ import attrs
 
 from ..admin.api import NodeState
 from ..cluster.quorum import EachQuorum, QuorumDecision
+from ..cluster.repair import versioned_kind, versioned_read, versioned_write
 from ..cluster.routing import Mode, Plan, PlanCache, Target
+from ..cluster.versions import HybridClock
 from ..config.model import Consistency, NodeConfig
 from ..datastore.gate import StateGate
 from ..errors import NodeError, redis_error
@@ -49,6 +51,7 @@ from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 from ..protocol.requests import encode_command
 from ..ring.topology import LOCAL_TOKEN, Topology
 from .pools import PeerPools
+from .repairs import RepairRead
 
 __all__ = ["Caller", "ClusterCounters", "Coordinator"]
 
@@ -87,6 +90,8 @@ class ClusterCounters:
     read_failover_requests: int = 0
     #: trinomite: REQ_FORWARDs received from remote DCs and re-fanned here.
     forwarded_requests: int = 0
+    #: trinomite: stale replicas sent the newest value by a quorum read.
+    read_repairs: int = 0
 
 
 class Swallow:
@@ -236,6 +241,10 @@ class Coordinator:
         self._plans = PlanCache(topology)
         #: Where writes a replica missed are kept (None: hinted handoff off).
         self.hints = hints
+        #: Versioned SET/DEL and read repair of quorum GETs (``cluster.repair``);
+        #: the admin switch ``/read_repairs`` sets it at run time.
+        self.read_repairs = config.read_repairs_enabled
+        self.clock = HybridClock()
         self._plans_generation = peers.generation
         self._last_key: bytes | None = None  # see _key_token
         self._last_token = LOCAL_TOKEN
@@ -318,8 +327,53 @@ class Coordinator:
             args = [b"sort", args[1], b"alpha"]
             if session.protocol == 3:
                 sink = SetHeader(sink)
-        raw = encode_command(args)
+        kind = versioned_kind(spec.name, args) if self.read_repairs else None
+        if kind == "write":
+            raw = versioned_write(args, self.clock.tick())
+        elif kind == "read" and level in (Consistency.DC_QUORUM, Consistency.DC_SAFE_QUORUM):
+            self._repair_read(session, self._key_token(keys[0]), args[1], level, sink, now)
+            return
+        else:
+            raw = encode_command(args)
         self.replicate(session, self._key_token(keys[0]), raw, write, level, sink, now)
+
+    # -- RepairHost (peering.repairs) ------------------------------------------
+
+    def repaired(self) -> None:
+        self.counters.read_repairs += 1
+
+    def no_quorum(self) -> None:
+        self.counters.client_non_quorum_r_responses += 1
+
+    def observe(self, version: int) -> None:
+        self.clock.observe(version)
+
+    def send_repair(self, session: Caller, target: Target, raw: bytes, now: float) -> None:
+        self._send(session, target, raw, self._swallow, True, now)
+
+    def _stamped(self, spec: CommandSpec, args: list[bytes]) -> bytes:
+        """``args`` encoded, as a versioned write when read repair versions it (DEL k)."""
+        if self.read_repairs and versioned_kind(spec.name, args) == "write":
+            return versioned_write(args, self.clock.tick())
+        return encode_command(args)
+
+    def _repair_read(
+        self,
+        session: Caller,
+        token: int,
+        key: bytes,
+        level: Consistency,
+        sink: ReplySink,
+        now: float,
+    ) -> None:
+        """A quorum GET that reads versions and repairs the stale replicas it finds."""
+        chosen = self._plan(token, False, level)
+        self._account(chosen)
+        targets = [t for t in chosen.targets if t.counted]
+        read = RepairRead(self, session, key, targets, sink, now)
+        raw = versioned_read(key)
+        for index, target in enumerate(targets):
+            self._send(session, target, raw, read.leg(index), False, now)
 
     def _answered_locally(
         self, session: Caller, spec: CommandSpec, args: list[bytes], now: float
@@ -335,6 +389,8 @@ class Coordinator:
         if route is not Route.KEY and route is not Route.RACK:
             return None
         write = spec.is_write(args)
+        if self.read_repairs and versioned_kind(spec.name, args) is not None:
+            return None  # route() stamps it with a version
         if route is not Route.RACK:
             level = session.write_consistency if write else session.read_consistency
             if level is not Consistency.DC_ONE:
@@ -478,7 +534,8 @@ class Coordinator:
         pairs = spec.route is Route.SCATTER_OK  # MSET: key value pairs
         if len(groups) == 1:
             token = topology.token(keys[0])
-            self.replicate(session, token, encode_command(args), write, level, sink, now, True)
+            raw = self._stamped(spec, args)
+            self.replicate(session, token, raw, write, level, sink, now, True)
             return
         merge = Merge(spec.route, len(keys), len(groups), sink)
         self.counters.fragments += len(groups)
@@ -489,7 +546,7 @@ class Coordinator:
                 if pairs:
                     fragment.append(args[2 + 2 * index])
             token = topology.token(keys[indices[0]])
-            raw = encode_command(fragment)
+            raw = self._stamped(spec, fragment)
             self.replicate(session, token, raw, write, level, merge.part(indices), now, True)
 
     def _to_all(self, session: Caller, args: list[bytes], sink: ReplySink, now: float) -> None:

@@ -143,6 +143,7 @@ pool counter forward_error (0: counted per link) forwarding errors
 pool counter fragments fragments of scatter-gathered requests
 pool counter stats_count times the stats were read
 pool counter read_failover_requests DC_ONE reads served by another rack (trinomite)
+pool counter read_repairs stale replicas sent the newest value by quorum reads (trinomite)
 pool counter forwarded_requests writes re-fanned for a remote DC (trinomite)
 pool counter state_refused_requests requests refused by the node state (trinomite)
 pool gauge state_held_writes writes held by WRITES_ONLY (trinomite)
