@@ -49,6 +49,31 @@ async def test_no_acknowledged_write_is_lost(tmp_path: Path, level: Consistency)
     assert report.lost == []
 
 
+async def test_three_racks_with_read_repair_lose_nothing(tmp_path: Path) -> None:
+    """Uneven racks, DC_QUORUM, versions on: this run found the unhinted local leg."""
+
+    def own_hints(member: ClusterNode) -> dict[str, object]:
+        return {"hints_dir": str(tmp_path / member.name.replace("/", "-"))}
+
+    with trio.fail_after(120):
+        async with open_cluster(
+            {"dc1": {"r1": 2, "r2": 2, "r3": 1}},
+            datastore="redis",
+            fault_proxies=True,
+            redis_options=DURABLE_REDIS,
+            per_node=own_hints,
+            read_repairs_enabled=True,
+            read_consistency=Consistency.DC_QUORUM,
+            write_consistency=Consistency.DC_QUORUM,
+            timeout=1000,
+            server_retry_timeout=200,
+        ) as cluster:
+            report = await check(cluster, writers=4, writes=60, faults=4, outage=0.4, seed=3)
+    print(report.summary())
+    assert report.acked > 0
+    assert report.lost == []
+
+
 async def test_the_checker_sees_what_dynomite_loses(tmp_path: Path) -> None:
     """With hinted handoff off (Dynomite's fire-and-forget), the same run loses acked writes."""
     with trio.fail_after(120):

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 import trio
 
+from trinomite import Consistency
 from trinomite.testing import RedisServer, free_ports
 from trinomite.testing.cluster import Cluster, ClusterNode
 
@@ -296,3 +297,22 @@ async def test_a_partition_longer_than_the_window_drops_and_counts_hints() -> No
             assert counts.dropped == {"window": 10, "full": 0}
             assert counts.replayed == 0
             assert await stored(b, b"old:0") is None
+
+
+async def test_a_quorum_write_its_coordinators_own_datastore_missed_is_replayed_into_it() -> None:
+    """Found by the checker: the local leg of a quorum write was never hinted."""
+    layout = {"dc1": {"r1": 1, "r2": 1, "r3": 1}}
+    quorum = {
+        "read_consistency": Consistency.DC_QUORUM,
+        "write_consistency": Consistency.DC_QUORUM,
+    }
+    with trio.fail_after(3 * WAIT):
+        async with redis_cluster(layout, **quorum) as cluster:
+            c = cluster.node("dc1", "r3")
+            await cluster.stop_datastore(c)
+            # c's own leg fails; the other two racks make the quorum: acked.
+            assert await call(c.client(), "SET", "k", "v") is True
+            assert hints_of(c).peers["local"].pending == 1
+            await cluster.start_datastore(c)
+            await replayed_everywhere(cluster)
+            assert await stored(c, b"k") == b"v"

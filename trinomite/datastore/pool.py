@@ -340,6 +340,11 @@ class DatastorePool:
         }
 
     @property
+    def up(self) -> bool:
+        """Whether any connection to the datastore is up (so it can take a replay)."""
+        return any(c.state is ConnState.UP for c in self.connections)
+
+    @property
     def connections(self) -> list[DatastoreConnection]:
         return [c for group in self.groups.values() for c in group]
 

@@ -44,10 +44,19 @@ import trio
 
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
+from ..protocol.peer import MessageType
 from .log import FRAME_FLAGS, LIVE, Hint, overwritten_key
 from .store import HintStore
 
-__all__ = ["MISSED", "HintOnMiss", "Sender", "serve_replay", "serve_sync"]
+__all__ = [
+    "LOCAL_HINTS",
+    "MISSED",
+    "HintOnMiss",
+    "LocalOrPeers",
+    "Sender",
+    "serve_replay",
+    "serve_sync",
+]
 
 log = logging.getLogger("trinomite.hints")
 
@@ -66,6 +75,9 @@ MISSED = frozenset(
         NodeError.STORAGE_PROTOCOL,
     )
 )
+#: The hint log of writes this node's own datastore missed (a quorum's local
+#: leg while it was down), replayed into it when it is back.
+LOCAL_HINTS = "local"
 #: Client id of replayed hints (pins them to one connection: in order).
 HINT_CLIENT_ID = 0
 #: Hints in flight at once during a replay, and per batch.
@@ -83,7 +95,7 @@ class Sender(Protocol):
         self,
         name: str,
         client_id: int,
-        kind: int,
+        kind: MessageType,
         payload: bytes,
         sink: ReplySink,
         deadline: float,
@@ -93,6 +105,52 @@ class Sender(Protocol):
     def is_up(self, name: str) -> bool: ...
 
     async def wait_changed(self) -> None: ...
+
+
+class LocalDatastore(Protocol):
+    """What replay needs of this node's datastore pool (``datastore.pool``)."""
+
+    def send(
+        self,
+        client_id: int,
+        protocol: int,
+        raw: bytes,
+        count: int,
+        sink: ReplySink,
+        deadline: float,
+    ) -> None: ...
+
+    @property
+    def up(self) -> bool: ...
+
+
+class LocalOrPeers:
+    """A ``Sender`` that replays ``LOCAL_HINTS`` into the local datastore, the rest to peers."""
+
+    def __init__(self, peers: Sender, local: LocalDatastore) -> None:
+        self.peers = peers
+        self.local = local
+
+    def send(
+        self,
+        name: str,
+        client_id: int,
+        kind: MessageType,
+        payload: bytes,
+        sink: ReplySink,
+        deadline: float,
+        flags: int = 0,
+    ) -> None:
+        if name == LOCAL_HINTS:
+            self.local.send(client_id, 2, payload, 1, sink, deadline)
+        else:
+            self.peers.send(name, client_id, kind, payload, sink, deadline, flags)
+
+    def is_up(self, name: str) -> bool:
+        return self.local.up if name == LOCAL_HINTS else self.peers.is_up(name)
+
+    async def wait_changed(self) -> None:
+        await self.peers.wait_changed()
 
 
 class HintOnMiss:
@@ -176,7 +234,8 @@ async def replay_batch(store: HintStore, peers: Sender, name: str) -> tuple[int,
     for position, (_, hint, _) in enumerate(live):
         sink = batch.sink(position)
         flags = hint.flags & FRAME_FLAGS
-        peers.send(name, HINT_CLIENT_ID, hint.kind, hint.payload, sink, deadline, flags)
+        kind = MessageType(hint.kind)
+        peers.send(name, HINT_CLIENT_ID, kind, hint.payload, sink, deadline, flags)
     if live:
         with trio.move_on_after(REPLAY_TIMEOUT + 1):
             await batch.done.wait()

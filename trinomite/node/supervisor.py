@@ -52,7 +52,7 @@ from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..config.topology import topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
-from ..hints.replay import serve_replay, serve_sync
+from ..hints.replay import LocalOrPeers, serve_replay, serve_sync
 from ..hints.store import DISK_HINTS, MEMORY_HINTS, HintStore
 from ..net.links import Link, WriteHold
 from ..net.sockets import (
@@ -286,7 +286,8 @@ class Node:
             if self.hints is not None:
                 self.hints.open_existing()  # hints kept before a restart
                 rate = self.config.hint_replay_rate
-                await root.start(serve_replay, self.hints, self.peers, rate)
+                senders = LocalOrPeers(self.peers, self.pool)
+                await root.start(serve_replay, self.hints, senders, rate)
                 interval = self.config.hints_sync_interval / 1000
                 await root.start(serve_sync, self.hints, interval)
             await root.start(self.clients.run)

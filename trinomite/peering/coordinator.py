@@ -41,7 +41,7 @@ from ..cluster.versions import HybridClock
 from ..config.model import Consistency, NodeConfig
 from ..datastore.gate import StateGate
 from ..errors import NodeError, redis_error
-from ..hints.replay import HintOnMiss
+from ..hints.replay import LOCAL_HINTS, HintOnMiss
 from ..hints.store import HintStore
 from ..net.slots import Gather, ReplySink
 from ..protocol import replies as r
@@ -578,6 +578,9 @@ class Coordinator:
         """Send one leg; a write leg that misses becomes a hint unless ``hint`` is False."""
         peer = target.peer
         if peer.local:
+            if write and hint and self.hints is not None:
+                # A quorum's local leg can miss too (this node's datastore is down).
+                sink = HintOnMiss(self.hints, LOCAL_HINTS, MessageType.REQ, 0, raw, sink)
             self._local(session, raw, sink, now, write)
             return
         extra = SAME_DC_EXTRA if peer.dc == self.topology.local.dc else REMOTE_DC_EXTRA
