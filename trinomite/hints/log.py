@@ -73,13 +73,19 @@ class Hint:
 OVERWRITES = frozenset({b"set", b"setex", b"psetex", b"getset", b"del", b"unlink"})
 
 
-def overwritten_key(payload: bytes) -> bytes | None:
-    """The key ``payload`` (a RESP request) overwrites as a whole, or None."""
+def overwritten_key(payload: bytes, *, unconditional: bool = False) -> bytes | None:
+    """The key ``payload`` (a RESP request) overwrites as a whole, or None.
+
+    ``unconditional``: only when sending it is enough to know it overwrites
+    (not ``SET ... NX|XX``, whose reply tells).
+    """
     args = parse_one(payload)
     if not args or len(args) < 2 or args[0].lower() not in OVERWRITES:
         return None
     if args[0].lower() in (b"del", b"unlink") and len(args) != 2:
         return None  # several keys: not one key's overwrite
+    if unconditional and any(arg.lower() in (b"nx", b"xx") for arg in args[3:]):
+        return None
     return args[1]
 
 

@@ -41,6 +41,7 @@ from ..cluster.versions import HybridClock
 from ..config.model import Consistency, NodeConfig
 from ..datastore.gate import StateGate
 from ..errors import NodeError, redis_error
+from ..hints.log import overwritten_key
 from ..hints.replay import LOCAL_HINTS, HintOnMiss
 from ..hints.store import HintStore
 from ..net.slots import Gather, ReplySink
@@ -580,6 +581,7 @@ class Coordinator:
         if peer.local:
             if write and hint and self.hints is not None:
                 # A quorum's local leg can miss too (this node's datastore is down).
+                self._overtakes(LOCAL_HINTS, raw)
                 sink = HintOnMiss(self.hints, LOCAL_HINTS, MessageType.REQ, 0, raw, sink)
             self._local(session, raw, sink, now, write)
             return
@@ -612,10 +614,22 @@ class Coordinator:
         hints = self.hints
         if hints is None:
             return sink
-        if not counted and hints.has_pending(name):
-            # Live traffic queued behind the hints if the peer is up (replayed
-            # unthrottled); a miss like the others if it is not.
-            hints.add(name, kind, flags, raw, live=self.peers.is_up(name))
-            sink.set(b"+OK\r\n")
-            return None
+        if hints.has_pending(name):
+            if not counted:
+                # Live traffic queued behind the hints if the peer is up (replayed
+                # unthrottled); a miss like the others if it is not.
+                hints.add(name, kind, flags, raw, live=self.peers.is_up(name))
+                sink.set(b"+OK\r\n")
+                return None
+            self._overtakes(name, raw)
         return HintOnMiss(hints, name, kind, flags, raw, sink)
+
+    def _overtakes(self, name: str, raw: bytes) -> None:
+        """A write sent live to ``name`` while it has hints: older hints for the key
+        it overwrites must not be replayed after it.  Decided at send time, since
+        the replay may send before this write's reply is in."""
+        hints = self.hints
+        if hints is not None and hints.has_pending(name):
+            key = overwritten_key(raw, unconditional=True)
+            if key is not None:
+                hints.note_overwrite(name, key)
