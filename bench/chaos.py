@@ -7,7 +7,8 @@ two nodes each (16 real redis-servers with AOF, a ``hints_dir`` per node,
 fault proxies on every peer link) runs ``trinomite.testing.checker.check``
 with ``--faults`` faults of ``--outage`` seconds and ``--writes`` writes per
 writer at least, and prints its report.  Exit status 1 if any acknowledged
-write is missing from a replica.
+write is missing from a replica.  ``--read-repairs`` runs it with
+versioned writes and read repair on.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ async def run(level: Consistency, args: argparse.Namespace, work: Path) -> int:
         per_node=own_hints,
         read_consistency=level,
         write_consistency=level,
+        read_repairs_enabled=args.read_repairs,
         timeout=1000,
         server_retry_timeout=200,
     ) as cluster:
@@ -59,6 +61,9 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--levels", default=",".join(c.value for c in Consistency))
+    parser.add_argument(
+        "--read-repairs", action="store_true", help="versioned writes and read repair on"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trinomite-chaos-"))
     lost = 0
