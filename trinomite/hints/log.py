@@ -11,10 +11,7 @@ per target peer holds its hints, oldest first; each is one record::
 
 * ``kind`` is the peer message type the write is replayed as (``REQ`` to a
   replica in this DC, ``REQ_FORWARD`` to a remote DC, which re-fans it);
-  ``flags`` the frame flags it had (RESP3), plus ``LIVE`` for a write that
-  was not missed but queued behind the peer's hints to keep their order
-  (it is live traffic, so the replay throttle does not count it);
-  ``payload`` the RESP request.
+  ``flags`` the frame flags it had (RESP3); ``payload`` the RESP request.
 * ``crc32`` covers the header fields and the payload, so a record torn by
   a crash in the middle of a write, or damaged later, is detected: the log
   is valid up to the last whole record (``HintReader.valid``), and
@@ -37,9 +34,7 @@ import attrs
 from ..protocol.requests import parse_one
 
 __all__ = [
-    "FRAME_FLAGS",
     "HEADER",
-    "LIVE",
     "MAGIC",
     "MAX_PAYLOAD",
     "OVERWRITES",
@@ -52,10 +47,6 @@ __all__ = [
 MAGIC = b"TH1"
 #: magic, kind, flags, created, payload length, crc32 (of kind..payload)
 HEADER = struct.Struct(">3sBBdII")
-#: Record flag: a live write queued behind hints (not a miss); never a frame flag.
-LIVE = 0x80
-#: The bits of a record's flags that are the peer frame's flags.
-FRAME_FLAGS = 0x7F
 #: A hint is one client request: bounded like one (max_bulk_len plus framing).
 MAX_PAYLOAD = 600 * 1024 * 1024
 

@@ -24,14 +24,15 @@ then waits for every reply of the batch:
   GETSET, single-key DEL/UNLINK) reached live after it is skipped (counted
   as *superseded*): replaying it would put the older value back.  A quorum
   write's counted leg is sent live even while its peer has hints, so that
-  happens; ``HintOnMiss`` records such live overwrites.
+  happens; the coordinator records such live overwrites when it sends them.
 
 Then the cursor moves past the done hints (``HintStore.advance``) and the
-task sleeps long enough to keep to ``rate`` missed writes per second, so a
-replay never starves client traffic.  Writes queued behind the hints to keep
-their order (``log.LIVE``) are that client traffic: they are not throttled,
-or a peer under steady load would never catch up.  ``serve_sync`` fsyncs the logs every
-``interval`` in a worker thread.
+task sleeps long enough to keep to ``rate`` hints per second, so a replay
+never starves client traffic.  Live writes are not held back behind a
+peer's hints (under steady load a peer would never catch up): they may
+overtake older hints, which is why overtaken whole-value overwrites are
+skipped (below) and versioned writes (``cluster.repair``) win by version.
+``serve_sync`` fsyncs the logs every ``interval`` in a worker thread.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import trio
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
 from ..protocol.peer import MessageType
-from .log import FRAME_FLAGS, LIVE, Hint, overwritten_key
+from .log import Hint, overwritten_key
 from .store import HintStore
 
 __all__ = [
@@ -212,16 +213,11 @@ class _Slot:
                 batch.done.set()
 
 
-async def replay_batch(store: HintStore, peers: Sender, name: str) -> tuple[int, int]:
-    """Replay one batch of ``name``'s hints: (hints done, of which missed writes).
-
-    (0, 0) when there was nothing to do or the first hint missed again.  Only
-    missed writes count towards the throttle: ``LIVE`` ones are client
-    traffic that waited for them, and must drain at least as fast as it comes.
-    """
+async def replay_batch(store: HintStore, peers: Sender, name: str) -> int:
+    """Replay one batch of ``name``'s hints; the number done (0: nothing, or it failed)."""
     found = store.next_hints(name, REPLAY_WINDOW)
     if not found:
-        return 0, 0
+        return 0
     live: list[tuple[int, Hint, int]] = []
     superseded: set[int] = set()
     for index, (hint, end) in enumerate(found):
@@ -233,15 +229,12 @@ async def replay_batch(store: HintStore, peers: Sender, name: str) -> tuple[int,
     deadline = trio.current_time() + REPLAY_TIMEOUT
     for position, (_, hint, _) in enumerate(live):
         sink = batch.sink(position)
-        flags = hint.flags & FRAME_FLAGS
         kind = MessageType(hint.kind)
-        peers.send(name, HINT_CLIENT_ID, kind, hint.payload, sink, deadline, flags)
+        peers.send(name, HINT_CLIENT_ID, kind, hint.payload, sink, deadline, hint.flags)
     if live:
         with trio.move_on_after(REPLAY_TIMEOUT + 1):
             await batch.done.wait()
-    done = _settle(store, name, found, live, batch.replies, superseded)
-    missed = sum(1 for hint, _ in found[:done] if not hint.flags & LIVE)
-    return done, missed
+    return _settle(store, name, found, live, batch.replies, superseded)
 
 
 def _settle(
@@ -312,10 +305,10 @@ async def serve_replay(
                 continue
             if not up:
                 continue
-            done, missed = await replay_batch(store, peers, name)
+            done = await replay_batch(store, peers, name)
             if done:
                 progressed = True
-                await trio.sleep(missed / rate)
+                await trio.sleep(done / rate)
         if not progressed:
             with trio.move_on_after(RETRY_PAUSE):
                 await peers.wait_changed()

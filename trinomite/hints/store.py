@@ -42,7 +42,7 @@ from urllib.parse import quote, unquote
 
 import attrs
 
-from .log import HEADER, LIVE, Hint, HintReader, encode_hint, overwritten_key
+from .log import HEADER, Hint, HintReader, encode_hint, overwritten_key
 
 __all__ = [
     "DISK_HINTS",
@@ -237,13 +237,10 @@ class HintStore:
 
     # -- the write path ----------------------------------------------------------
 
-    def add(self, name: str, kind: int, flags: int, payload: bytes, *, live: bool = False) -> bool:
-        """Keep a missed write for ``name``; False (counted) if a bound or the disk drops it.
-
-        ``live``: not a miss, a write queued behind ``name``'s hints (``log.LIVE``).
-        """
+    def add(self, name: str, kind: int, flags: int, payload: bytes) -> bool:
+        """Keep a missed write for ``name``; False (counted) if a bound or the disk drops it."""
         try:
-            return self._add(name, kind, flags | LIVE if live else flags, payload)
+            return self._add(name, kind, flags, payload)
         except OSError as exc:  # the disk is full or gone: the write is not hinted
             hints = self.peers.get(name)
             if hints is not None:

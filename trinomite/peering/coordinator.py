@@ -447,8 +447,7 @@ class Coordinator:
             if not owner.local:
                 self.counters.peer_requests += 1
                 leg = self._hinted(owner.name, MessageType.REQ, flags, raw, self._swallow, False)
-                if leg is not None:
-                    self.peers.send(owner.name, 0, MessageType.REQ, raw, leg, deadline, flags)
+                self.peers.send(owner.name, 0, MessageType.REQ, raw, leg, deadline, flags)
 
     # -- the routing classes -------------------------------------------------
 
@@ -590,10 +589,7 @@ class Coordinator:
         if write:
             extra += WRITE_EXTRA
             if hint and self.hints is not None:
-                hinted = self._hinted(peer.name, target.kind, flags, raw, sink, target.counted)
-                if hinted is None:
-                    return
-                sink = hinted
+                sink = self._hinted(peer.name, target.kind, flags, raw, sink, target.counted)
         self.counters.peer_requests += 1
         self.peers.send(
             peer.name, session.id, target.kind, raw, sink, now + self.timeout + extra, flags
@@ -601,27 +597,19 @@ class Coordinator:
 
     def _hinted(
         self, name: str, kind: MessageType, flags: int, raw: bytes, sink: ReplySink, counted: bool
-    ) -> ReplySink | None:
-        """The sink for a write leg to ``name``; None when the write went to its hints.
+    ) -> ReplySink:
+        """The sink for a write leg to ``name``: a miss becomes a hint.
 
-        While ``name`` has hints waiting, a write nobody waits for joins them
-        instead of overtaking them (so the replica sees writes in order); a
-        counted leg (a quorum's) is sent, since the client's reply depends on
-        it.  The leg that alone is the client's reply (DC_ONE's own-rack
-        owner) is never hinted: its miss is the client's error, so the write
-        was not acknowledged, and a late replay could overwrite a newer one.
+        A leg sent while ``name`` has hints waiting overtakes them: the keys
+        it overwrites are recorded so older hints for them are skipped.  The
+        leg that alone is a DC_ONE client's reply (the own-rack owner) is never
+        hinted: its miss is the client's error, the write was not
+        acknowledged, and a late replay could overwrite a newer one.
         """
         hints = self.hints
         if hints is None:
             return sink
-        if hints.has_pending(name):
-            if not counted:
-                # Live traffic queued behind the hints if the peer is up (replayed
-                # unthrottled); a miss like the others if it is not.
-                hints.add(name, kind, flags, raw, live=self.peers.is_up(name))
-                sink.set(b"+OK\r\n")
-                return None
-            self._overtakes(name, raw)
+        self._overtakes(name, raw)
         return HintOnMiss(hints, name, kind, flags, raw, sink)
 
     def _overtakes(self, name: str, raw: bytes) -> None:
