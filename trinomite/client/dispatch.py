@@ -28,6 +28,9 @@ racks, DCs, quorum).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import trio
 
 from ..admin.api import NodeState
@@ -79,29 +82,17 @@ def _read_only_refusal(session: Session, spec: CommandSpec, args: list[bytes]) -
     return None
 
 
-class _Redacted:
-    """A sink that hands on an INFO reply without the redacted lines."""
+class _Filtered:
+    """A sink that hands on a reply rewritten by ``rewrite`` (INFO redacted, keys hidden)."""
 
-    __slots__ = ("sink",)
+    __slots__ = ("rewrite", "sink")
 
-    def __init__(self, sink: ReplySink) -> None:
+    def __init__(self, rewrite: Callable[[bytes], bytes], sink: ReplySink) -> None:
+        self.rewrite = rewrite
         self.sink = sink
 
     def set(self, reply: bytes) -> None:
-        self.sink.set(redact_info(reply))
-
-
-class _Hidden:
-    """A sink that hands on a key-listing reply without the reserved keys."""
-
-    __slots__ = ("name", "sink")
-
-    def __init__(self, name: str, sink: ReplySink) -> None:
-        self.name = name
-        self.sink = sink
-
-    def set(self, reply: bytes) -> None:
-        self.sink.set(hide(self.name, reply))
+        self.sink.set(self.rewrite(reply))
 
 
 class Dispatcher:
@@ -192,8 +183,8 @@ class Dispatcher:
                     self._forward(session, run, gather, deadline)
                     run = []
                 raw = encode_command(args)
-                filtered = _Redacted(gather.slot()) if spec.name == "info" else None
-                sink = filtered or _Hidden(spec.name, gather.slot())
+                rewrite = redact_info if spec.name == "info" else functools.partial(hide, spec.name)
+                sink = _Filtered(rewrite, gather.slot())
                 self.pool.send(session.id, session.protocol, raw, 1, sink, deadline)
                 continue
             else:

@@ -222,27 +222,27 @@ class ClientConnection:
             except OSError:
                 self.close()
                 return
-        while True:
-            try:
-                data = self.sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                self.readable = False
-                return
-            except OSError:
-                data = b""
+        while (data := self._recv()) is not None:
             self.discarded += len(data)
             if not data or self.discarded > LINGER_BYTES:
                 self.close()
                 return
 
-    def _read(self) -> None:
+    def _recv(self) -> bytes | None:
+        """One non-blocking read: None when nothing is there (no longer readable);
+        b"" at EOF or a reset (the same to us)."""
         try:
-            data = self.sock.recv(RECEIVE_SIZE)
+            return self.sock.recv(RECEIVE_SIZE)
         except BlockingIOError:
             self.readable = False
-            return
+            return None
         except OSError:
-            data = b""  # reset by the client: same as EOF
+            return b""
+
+    def _read(self) -> None:
+        data = self._recv()
+        if data is None:
+            return
         if not data:
             self.reactor.counters.client_eof += 1
             self.eof = True

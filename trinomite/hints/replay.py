@@ -171,7 +171,7 @@ class HintOnMiss:
 
     def set(self, reply: bytes) -> None:
         store = self.store
-        if reply in MISSED:
+        if reply[:1] == b"-" and reply in MISSED:  # most replies are not errors
             store.add(self.peer, self.kind, self.flags, self.raw)
         elif store.has_pending(self.peer) and _applied(reply):
             key = overwritten_key(self.raw)
