@@ -50,7 +50,9 @@ async def run(level: Consistency, args: argparse.Namespace, work: Path) -> int:
     print(report.summary(), flush=True)
     for replica, what in report.lost[:20]:
         print(f"  lost on {replica}: {what}")
-    return len(report.lost)
+    for replica, what in report.resurrected[:20]:
+        print(f"  resurrected on {replica}: {what}")
+    return len(report.lost) + len(report.resurrected)
 
 
 def main() -> int:

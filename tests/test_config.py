@@ -158,6 +158,7 @@ SAMPLES = {
     "hinted_handoff": "false",
     "hints_dir": "/var/lib/trinomite/hints",
     "max_hint_window": "600000",
+    "tombstone_grace": "86400000",
     "hints_max_bytes": "1048576",
     "hints_sync_interval": "100",
     "hint_replay_rate": "100",

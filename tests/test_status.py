@@ -29,6 +29,13 @@ from trinomite.status import ClusterView, Options, draw, follow, main, watch
 from trinomite.testing import free_port
 from trinomite.testing.cluster import open_cluster
 
+
+@pytest.fixture(autouse=True)
+def _pipe_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables written to a pipe get PIPE_WIDTH, whatever COLUMNS a test runner exports."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE = "127.0.0.1:8101"
 

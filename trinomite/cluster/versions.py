@@ -80,6 +80,10 @@ class HybridClock:
         self.last = physical if physical > self.last else self.last + 1
         return self.last
 
+    def wall(self) -> float:
+        """The wall clock this clock reads (seconds)."""
+        return self._wall()
+
     def observe(self, version: int) -> None:
         """Take a version seen elsewhere into account (later ticks are above it)."""
         if version > self.last:

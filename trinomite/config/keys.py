@@ -236,8 +236,9 @@ KEYS: tuple[Key, ...] = (
         "read_repairs_enabled",
         FLAG,
         "Repair stale replicas seen by quorum reads.",
-        differs="Versions SET and single-key DEL (last write wins, tombstones) and repairs "
-        "quorum GETs; other commands are not versioned (docs/hints.md).",
+        differs="Versions whole keys (SET, DEL) and hash fields and set members (last write "
+        "wins, tombstones) and repairs GET, HGET, SISMEMBER and ZSCORE at the quorum "
+        "levels; other commands are not versioned (docs/cluster.md).",
     ),
     Key(
         "stats_listen",
@@ -370,6 +371,14 @@ KEYS: tuple[Key, ...] = (
         "hints_sync_interval", 1, INT_MAX, "milliseconds", "How often hint logs are fsynced."
     ),
     _extension("hint_replay_rate", 1, INT_MAX, "hints per second", "Replay throttle."),
+    _extension(
+        "tombstone_grace",
+        1,
+        INT_MAX,
+        "milliseconds",
+        "How long read repair's tombstones are kept before they are collected; must "
+        "exceed max_hint_window and the longest partition (docs/cluster.md).",
+    ),
     Key(
         "datastore_username",
         NAME,

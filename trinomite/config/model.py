@@ -289,6 +289,8 @@ class NodeConfig:
     hints_sync_interval: int = 1000
     #: Replay throttle, hints per second per node.
     hint_replay_rate: int = 5000
+    #: How long read repair's tombstones are kept (ms; Cassandra's gc_grace: 10 days).
+    tombstone_grace: int = 10 * 24 * 3600 * 1000
     #: Credentials the node presents to its datastore (never the clients').
     datastore_username: str | None = None
     datastore_password: str | None = attrs.field(default=None, repr=False)

@@ -278,6 +278,8 @@ class NodeAdmin:
             "read_failover_requests": cluster.read_failover_requests,
             "forwarded_requests": cluster.forwarded_requests,
             "read_repairs": cluster.read_repairs,
+            "tombstones_collected": cluster.tombstones_collected,
+            "tombstone_sweeps": cluster.tombstone_sweeps,
             "state_refused_requests": node.gate.refused,
             "state_held_writes": node.gate.held,
             "server_err": sum(c.errors for c in datastores),

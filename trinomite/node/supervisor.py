@@ -52,6 +52,7 @@ from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..config.topology import topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
+from ..datastore.sweep import Sweeper
 from ..hints.replay import LocalOrPeers, serve_replay, serve_sync
 from ..hints.store import DISK_HINTS, MEMORY_HINTS, HintStore
 from ..net.links import Link, WriteHold
@@ -137,6 +138,8 @@ class Node:
         for link in self._links():
             link.hold = self.writes
         self.cluster_counters = ClusterCounters()
+        #: Collects read repair's old tombstones from the datastore (``datastore.sweep``).
+        self.sweeper = Sweeper(self.pool, self.cluster_counters, config.tombstone_grace)
         self.peer_counters = PeerServerCounters()
         self.request_stats = RequestStats()
         #: The levels new client connections get (REST /set_consistency).
@@ -290,6 +293,8 @@ class Node:
                 await root.start(serve_replay, self.hints, senders, rate)
                 interval = self.config.hints_sync_interval / 1000
                 await root.start(serve_sync, self.hints, interval)
+            if not self.topology.single_node:  # only replicas carry versions
+                await root.start(self.sweeper.run)
             await root.start(self.clients.run)
             await root.start(self.clients.watch)
             self.client_address = _bound_address(self.config.listen, self._listeners[0])

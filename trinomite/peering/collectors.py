@@ -48,6 +48,10 @@ class ClusterCounters:
     forwarded_requests: int = 0
     #: trinomite: stale replicas sent the newest value by a quorum read.
     read_repairs: int = 0
+    #: trinomite: tombstones older than tombstone_grace removed from the datastore.
+    tombstones_collected: int = 0
+    #: trinomite: completed passes of the tombstone sweeper over the keyspace.
+    tombstone_sweeps: int = 0
 
 
 class Swallow:

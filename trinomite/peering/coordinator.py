@@ -33,9 +33,9 @@ from typing import Protocol
 
 from ..admin.api import NodeState
 from ..cluster.quorum import EachQuorum, QuorumDecision
-from ..cluster.repair import versioned_kind, versioned_read, versioned_write
+from ..cluster.repair import READS, versioned_kind, versioned_write
 from ..cluster.routing import Mode, Plan, PlanCache, Target
-from ..cluster.versions import HybridClock
+from ..cluster.versions import HybridClock, Reading, collectable
 from ..config.model import Consistency, NodeConfig
 from ..datastore.gate import StateGate
 from ..errors import NodeError, redis_error
@@ -98,10 +98,12 @@ class Coordinator:
         self._plans = PlanCache(topology)
         #: Where writes a replica missed are kept (None: hinted handoff off).
         self.hints = hints
-        #: Versioned SET/DEL and read repair of quorum GETs (``cluster.repair``);
+        #: Versioned writes and read repair of quorum reads (``cluster.repair``);
         #: the admin switch ``/read_repairs`` sets it at run time.
         self.read_repairs = config.read_repairs_enabled
         self.clock = HybridClock()
+        #: How long tombstones are kept (ms), as the datastore's sweeper uses it.
+        self.grace = config.tombstone_grace
         self._plans_generation = peers.generation
         self._last_key: bytes | None = None  # see _key_token
         self._last_token = LOCAL_TOKEN
@@ -186,9 +188,9 @@ class Coordinator:
                 sink = SetHeader(sink)
         kind = versioned_kind(spec.name, args) if self.read_repairs else None
         if kind == "write":
-            raw = versioned_write(args, self.clock.tick())
-        elif kind == "read" and level in (Consistency.DC_QUORUM, Consistency.DC_SAFE_QUORUM):
-            self._repair_read(session, self._key_token(keys[0]), args[1], level, sink, now)
+            raw = versioned_write(args, self.clock.tick(), self.grace)
+        elif kind == "read" and level is not Consistency.DC_ONE:
+            self._repair_read(session, self._key_token(keys[0]), args, level, sink, now)
             return
         else:
             raw = encode_command(args)
@@ -205,30 +207,35 @@ class Coordinator:
     def observe(self, version: int) -> None:
         self.clock.observe(version)
 
+    def outlived(self, tombstone: Reading) -> bool:
+        return collectable(tombstone, self.clock.wall(), self.grace / 1000)
+
     def send_repair(self, session: Caller, target: Target, raw: bytes, now: float) -> None:
         self._send(session, target, raw, self._swallow, True, now)
 
     def _stamped(self, spec: CommandSpec, args: list[bytes]) -> bytes:
         """``args`` encoded, as a versioned write when read repair versions it (DEL k)."""
         if self.read_repairs and versioned_kind(spec.name, args) == "write":
-            return versioned_write(args, self.clock.tick())
+            return versioned_write(args, self.clock.tick(), self.grace)
         return encode_command(args)
 
     def _repair_read(
         self,
         session: Caller,
         token: int,
-        key: bytes,
+        args: list[bytes],
         level: Consistency,
         sink: ReplySink,
         now: float,
     ) -> None:
-        """A quorum GET that reads versions and repairs the stale replicas it finds."""
+        """A quorum read that reads versions and repairs the stale replicas it finds."""
         chosen = self._plan(token, False, level)
         self._account(chosen)
         targets = [t for t in chosen.targets if t.counted]
-        read = RepairRead(self, session, key, targets, sink, now)
-        raw = versioned_read(key)
+        kind = READS[args[0].decode("latin-1").lower()]
+        per_dc = chosen.mode is Mode.EACH
+        read = RepairRead(self, session, kind, args, targets, sink, now, per_dc=per_dc)
+        raw = kind.request(args)
         for index, target in enumerate(targets):
             self._send(session, target, raw, read.leg(index), False, now)
 
@@ -246,7 +253,7 @@ class Coordinator:
         if route is not Route.KEY and route is not Route.RACK:
             return None
         write = spec.is_write(args)
-        if self.read_repairs and versioned_kind(spec.name, args) is not None:
+        if write and self.read_repairs and versioned_kind(spec.name, args) == "write":
             return None  # route() stamps it with a version
         if route is not Route.RACK:
             level = session.write_consistency if write else session.read_consistency

@@ -144,6 +144,8 @@ pool counter fragments fragments of scatter-gathered requests
 pool counter stats_count times the stats were read
 pool counter read_failover_requests DC_ONE reads served by another rack (trinomite)
 pool counter read_repairs stale replicas sent the newest value by quorum reads (trinomite)
+pool counter tombstones_collected tombstones older than tombstone_grace removed (trinomite)
+pool counter tombstone_sweeps passes of the tombstone sweeper over the keyspace (trinomite)
 pool counter forwarded_requests writes re-fanned for a remote DC (trinomite)
 pool counter state_refused_requests requests refused by the node state (trinomite)
 pool gauge state_held_writes writes held by WRITES_ONLY (trinomite)

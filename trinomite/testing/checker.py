@@ -9,11 +9,15 @@ opened with (``write_consistency``):
 * *writers* (tasks, each with its own redis-py clients in worker threads)
   send ``SET chk:<writer>:<n> <n>`` and ``SADD chk:set:<writer> <n>``
   through random running nodes, at least ``writes`` each and on until the
-  nemesis is done.  Keys and members are never
-  reused, so a missing one is a real loss, not last-write-wins (reliability
-  §A6).  Each operation is recorded as *acked* (+OK / an integer), *failed*
-  (a definite error reply) or *indeterminate* (a timeout or a lost
-  connection: it may or may not have been applied);
+  nemesis is done, and now and then ``DEL`` one of their own acked keys
+  (and, on a cluster with ``read_repairs_enabled``, ``SREM`` one of their
+  acked members).  Keys and members are never reused, so a missing one is
+  a real loss and a deleted one present again a real resurrection, not
+  last-write-wins (reliability §A6).  Each operation is recorded as
+  *acked* (+OK / an integer), *failed* (a definite error reply) or
+  *indeterminate* (a timeout or a lost connection: it may or may not have
+  been applied).  A key or member whose DEL or SREM was not acked is left
+  out of the audit: either outcome is allowed for it;
 * the *nemesis* fires ``faults`` faults, one at a time, each undone before
   the next, taking the kinds in turn with a random victim: stop and restart
   a node, kill and restart a redis-server, partition one rack from the rest
@@ -22,10 +26,14 @@ opened with (``write_consistency``):
   drain, and reads every key straight from each rack's owner's datastore in
   every DC.
 
-``Report`` counts acked, failed and indeterminate operations, and *lost*:
+``Report`` counts acked, failed and indeterminate operations; *lost*:
 acked writes missing from a replica (an acked SET whose value is absent or
-different, an acked member absent from its set), listed per replica.  A
-DEL checker (resurrection) needs tombstones, which are not built yet.
+different, an acked member absent from its set); and *resurrected*: a key
+or member whose DEL or SREM was acked, present on some replica.  Both are
+listed per replica.  SREM is issued only with versions (read repair):
+without them a SADD's hint replayed after a live SREM re-adds the member,
+which is last-arrival-wins as docs/hints.md says; a whole-key DEL is
+protected either way (an overtaken write's hint is skipped).
 
 Bounded: ``writes`` per writer, ``faults`` faults of ``outage`` seconds, and
 every wait has a deadline.  The redis-servers should keep their data across
@@ -61,12 +69,17 @@ class Report:
     indeterminate: int = 0
     #: (replica "dc/rack/index", what) for every acked write a replica lacks.
     lost: list[tuple[str, str]] = attrs.field(factory=list)
+    #: (replica, what) for every acked DEL or SREM whose key or member a replica holds.
+    resurrected: list[tuple[str, str]] = attrs.field(factory=list)
+    #: Acked deletes (DEL and SREM) among ``acked``.
+    deletes: int = 0
     faults: list[str] = attrs.field(factory=list)
 
     def summary(self) -> str:
         return (
-            f"{self.level.value}: acked {self.acked}, failed {self.failed}, "
-            f"indeterminate {self.indeterminate}, lost {len(self.lost)} "
+            f"{self.level.value}: acked {self.acked} ({self.deletes} deletes), "
+            f"failed {self.failed}, indeterminate {self.indeterminate}, "
+            f"lost {len(self.lost)}, resurrected {len(self.resurrected)} "
             f"(faults: {', '.join(self.faults) or 'none'})"
         )
 
@@ -75,6 +88,8 @@ class Report:
 class _History:
     sets: dict[bytes, bytes] = attrs.field(factory=dict)  # acked SETs
     members: dict[bytes, set[bytes]] = attrs.field(factory=dict)  # acked SADDs
+    deleted: set[bytes] = attrs.field(factory=set)  # acked DELs
+    removed: dict[bytes, set[bytes]] = attrs.field(factory=dict)  # acked SREMs
 
 
 def _outcome(client: redis.Redis, *args: Any) -> str:
@@ -102,6 +117,10 @@ async def _writer(
 ) -> None:
     rng = random.Random(seed)
     clients: dict[int, redis.Redis] = {}
+    config = cluster.nodes[0].config
+    versioned = config is not None and config.read_repairs_enabled
+    own_sets: list[bytes] = []  # this writer's acked, not yet deleted keys
+    own_members: list[bytes] = []
     for n in range(writes * MAX_WRITES_FACTOR):
         if n >= writes and calm.is_set():
             break
@@ -114,15 +133,33 @@ async def _writer(
         if client is None:
             client = clients[member.client_port] = member.client(socket_timeout=5, retry=None)
         key, value = f"chk:{index}:{n}".encode(), str(n).encode()
-        if rng.random() < 0.7:
+        roll = rng.random()
+        if roll < 0.1 and own_sets:
+            key = own_sets.pop(rng.randrange(len(own_sets)))
+            del history.sets[key]  # whatever happens, it is no longer audited as written
+            result = await trio.to_thread.run_sync(_outcome, client, "DEL", key)
+            if result == "acked":
+                history.deleted.add(key)
+                report.deletes += 1
+        elif roll < 0.15 and versioned and own_members:
+            key = f"chk:set:{index}".encode()
+            value = own_members.pop(rng.randrange(len(own_members)))
+            history.members[key].discard(value)
+            result = await trio.to_thread.run_sync(_outcome, client, "SREM", key, value)
+            if result == "acked":
+                history.removed.setdefault(key, set()).add(value)
+                report.deletes += 1
+        elif roll < 0.7:
             result = await trio.to_thread.run_sync(_outcome, client, "SET", key, value)
             if result == "acked":
                 history.sets[key] = value
+                own_sets.append(key)
         else:
             key = f"chk:set:{index}".encode()
             result = await trio.to_thread.run_sync(_outcome, client, "SADD", key, value)
             if result == "acked":
                 history.members.setdefault(key, set()).add(value)
+                own_members.append(value)
         setattr(report, result, getattr(report, result) + 1)
 
 
@@ -200,11 +237,19 @@ async def _audit(cluster: Cluster, history: _History, report: Report) -> None:
         for member in _replicas(cluster, key):
             if await trio.to_thread.run_sync(read, member, "GET", key) != value:
                 report.lost.append((member.name, f"SET {key.decode()}"))
-    for key, members in history.members.items():
+    for key in sorted(history.deleted):
+        for member in _replicas(cluster, key):
+            if await trio.to_thread.run_sync(read, member, "EXISTS", key):
+                report.resurrected.append((member.name, f"DEL {key.decode()}"))
+    for key in history.members.keys() | history.removed.keys():
+        members = history.members.get(key, set())
+        removed = history.removed.get(key, set())
         for member in _replicas(cluster, key):
             present = set(await trio.to_thread.run_sync(read, member, "SMEMBERS", key))
             for missing in sorted(members - present):
                 report.lost.append((member.name, f"SADD {key.decode()} {missing.decode()}"))
+            for back in sorted(removed & present):
+                report.resurrected.append((member.name, f"SREM {key.decode()} {back.decode()}"))
 
 
 async def check(
