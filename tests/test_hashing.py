@@ -23,8 +23,10 @@ from trinomite.ring.hashing import (
     NAMES,
     UNSUPPORTED,
     UnsupportedHash,
+    fast_murmur,
     hash_key,
     lookup,
+    murmur,
     tagged,
 )
 
@@ -41,6 +43,21 @@ U32 = 0xFFFFFFFF
 @pytest.mark.parametrize(("key", "name", "token"), CASES)
 def test_dynomite_vector(key: str, name: str, token: int) -> None:
     assert hash_key(name, key.encode()) == token
+
+
+@pytest.mark.parametrize(("key", "token"), [(k, t["murmur"]) for k, t in VECTORS["hashes"].items()])
+def test_the_pure_murmur_fallback_matches_dynomite(key: str, token: int) -> None:
+    assert murmur(key.encode()) == token
+
+
+def test_the_compiled_murmur_is_the_one_routing() -> None:
+    assert HASHES["murmur"] is fast_murmur
+    assert fast_murmur is not murmur, "murmurhash2 is a dependency: routing must use it"
+
+
+@given(st.binary(max_size=300))
+def test_compiled_and_pure_murmur_agree(key: bytes) -> None:
+    assert fast_murmur(key) == murmur(key)
 
 
 def test_vectors_cover_every_supported_hash() -> None:
