@@ -7,8 +7,8 @@ two nodes each (16 real redis-servers with AOF, a ``hints_dir`` per node,
 fault proxies on every peer link) runs ``trinomite.testing.checker.check``
 with ``--faults`` faults of ``--outage`` seconds and ``--writes`` writes per
 writer at least, and prints its report.  Exit status 1 if any acknowledged
-write is missing from a replica, or any acknowledged delete was undone.  ``--read-repairs`` runs it with
-versioned writes and read repair on.
+write is missing from a replica, or any acknowledged delete was undone.
+``--read-repairs`` runs it with versioned writes and read repair on.
 """
 
 from __future__ import annotations
