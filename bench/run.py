@@ -11,7 +11,8 @@
 # A target is a function `start(lab, opts) -> port`: it starts its processes
 # through the Lab (which records them for cleanup) and returns the RESP port to
 # bench. To add one (e.g. a trinomite cluster), write such a function, using
-# lab.start_redis() and start_trinomite_node(), and register it in TARGETS (targets.py; the process lab is lab.py).
+# lab.start_redis() and start_trinomite_node(), and register it in TARGETS
+# (targets.py; the process lab is lab.py).
 # cluster-one-tls is cluster-one with `secure_server_option: all`: the same two
 # racks, but the peer link between them runs mutual TLS with certificates made
 # here by trinomite.tls.certs; the start checks the link really is TLS. Each
