@@ -58,15 +58,20 @@ class Lab:
     procs: list[Proc] = field(default_factory=list)
     rss: dict[str, dict[str, int]] = field(default_factory=dict)
     target: str = ""  # the target being started; its processes are tagged with it
+    #: The trinomite source tree nodes run from (a baseline worktree for "@base" targets).
+    code: Path = REPO
+    #: Added to every process and file name (keeps a baseline twin's apart).
+    suffix: str = ""
 
     def write(self, name: str, text: str) -> Path:
-        path = self.workdir / name
+        path = self.workdir / (self.suffix + name)
         path.write_text(text)
         return path
 
     def spawn(self, name: str, argv: list[str], *, watch_rss: bool = False) -> Proc:
+        name += self.suffix
         log = self.workdir / f"{name}.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(self.code)}
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 argv,

@@ -31,13 +31,26 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from lab import BENCH_TIMEOUT, FOREIGN_CPU, HOST, MODES, TESTS, CpuMeter, Lab, Row
+from lab import (
+    BENCH_TIMEOUT,
+    FOREIGN_CPU,
+    HOST,
+    MODES,
+    REPO,
+    TESTS,
+    CpuMeter,
+    Lab,
+    Row,
+    proc_status_kb,
+)
 from targets import TARGETS, TLS_TWINS, Options
 
 # ---- measuring -------------------------------------------------------------
@@ -232,6 +245,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="backend connections: trinomite datastore_connections "
         "and twemproxy server_connections",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run every trinomite target from git revision REV (a temporary "
+        "worktree), as <target>@base, and print after/before ratios",
+    )
+    p.add_argument(
+        "--idle-clients",
+        type=int,
+        default=1000,
+        help="idle connections opened to the single node for its idle-RSS figure (0: skip)",
+    )
     p.add_argument("--quick", action="store_true", help="-n 20000, 1 round; smoke test only")
     p.add_argument("--json", type=Path, help="write all raw figures to this file")
     args = p.parse_args(argv)
@@ -243,8 +268,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [t for t in names if t not in TARGETS]
     if unknown or not names:
         p.error(f"unknown targets {unknown}; choose from {','.join(TARGETS)}")
-    args.names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys(names))
+    if args.baseline:
+        names += [t + BASE for t in names if t not in NOT_TRINOMITE]
+    args.names = names
     return args
+
+
+#: The suffix of a target run from the --baseline worktree.
+BASE = "@base"
+#: Targets that run no trinomite code (a baseline run of them would be the same).
+NOT_TRINOMITE = frozenset({"direct", "twemproxy", "naive"})
+
+
+def baseline_worktree(rev: str, workdir: Path) -> Path:
+    """A detached git worktree of ``rev`` under ``workdir`` (removed by the caller)."""
+    tree = workdir / "baseline"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return tree
+
+
+def print_baseline(summary: list[Row], cpu: list[Row]) -> None:
+    """Each target against its @base twin: req/s and CPU per request, after/before."""
+    rps = {(r["target"], r["test"], r["mode"]): r for r in summary}
+    cpus = {(r["target"], r["mode"]): r["cpu_us"] for r in cpu}
+    rows = [r for r in summary if (r["target"] + BASE, r["test"], r["mode"]) in rps]
+    if not rows:
+        return
+    print("\nafter / before (--baseline), medians; req/s >1 and CPU <1 are better:")
+    print(f"{'target':<20} {'test':<4} {'mode':<4} {'req/s':>8} {'vs direct':>20} {'CPU/req':>8}")
+    for r in rows:
+        base = rps[(r["target"] + BASE, r["test"], r["mode"])]
+        ratio = r["median"] / base["median"]
+        direct = f"{base.get('vs_direct', 0):.3f} -> {r.get('vs_direct', 0):.3f}"
+        now, before = cpus.get((r["target"], r["mode"])), cpus.get((r["target"] + BASE, r["mode"]))
+        cpu_ratio = f"{now / before:8.2f}" if now and before else f"{'-':>8}"
+        print(
+            f"{r['target']:<20} {r['test']:<4} {r['mode']:<4} {ratio:8.2f} {direct:>20} {cpu_ratio}"
+        )
+
+
+def idle_rss(pid: int, port: int, clients: int) -> dict[str, int]:
+    """VmRSS of ``pid`` before and with ``clients`` idle connections open (kB)."""
+    before = proc_status_kb(pid).get("VmRSS", 0)
+    sockets = []
+    try:
+        for _ in range(clients):
+            sockets.append(socket.create_connection((HOST, port), timeout=5))
+        for sock in sockets[:: max(1, clients // 20)]:  # every connection is accepted
+            sock.sendall(b"PING\r\n")
+            sock.recv(16)
+        time.sleep(0.5)  # bounded: lets the node finish accepting the rest
+        loaded = proc_status_kb(pid).get("VmRSS", 0)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {"VmRSS_before": before, "VmRSS_idle_clients": loaded, "clients": clients}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,12 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(datastore_connections=args.datastore_connections)
     meter = CpuMeter()
     lab = Lab(Path(tempfile.mkdtemp(prefix="trinomite-bench-")))
+    tree = baseline_worktree(args.baseline, lab.workdir) if args.baseline else None
+    idle: dict[str, int] = {}
     try:
         ports: dict[str, int] = {}
         for name in args.names:
             lab.target = name
-            ports[name] = TARGETS[name](lab, opts)
-        lab.target = ""
+            based = tree is not None and name.endswith(BASE)
+            lab.code, lab.suffix = (tree, BASE) if based and tree else (REPO, "")
+            ports[name] = TARGETS[name.removesuffix(BASE)](lab, opts)
+        lab.target, lab.code, lab.suffix = "", REPO, ""
+        single = next((p for p in lab.procs if p.target == "trinomite" and p.watch_rss), None)
+        if single is not None and args.idle_clients:
+            idle = idle_rss(single.popen.pid, ports["trinomite"], args.idle_clients)
         print(
             f"targets up: {ports}; -n {args.requests} -c {args.clients}, {args.rounds} round(s)",
             flush=True,
@@ -269,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         lab.read_rss()
     finally:
         lab.stop_all()
+        if tree is not None:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(lab.workdir, ignore_errors=True)
     foreign = meter.foreign_share()
     summary = summarise(samples, args.names)
@@ -276,11 +373,25 @@ def main(argv: list[str] | None = None) -> int:
     print_table(summary, lab.rss, args.quick)
     print_cpu_table(cpu)
     print_tls_cost(summary, cpu)
+    print_baseline(summary, cpu)
+    if idle:
+        print(
+            f"\nsingle node RSS: {idle['VmRSS_before'] / 1024:.1f} MiB at start, "
+            f"{idle['VmRSS_idle_clients'] / 1024:.1f} MiB with {idle['clients']} idle clients; "
+            "after the run: see VmRSS below"
+        )
+    for name, kb in lab.rss.items():
+        if "VmRSS" in kb:
+            print(f"  {name:<28} VmRSS after the run {kb['VmRSS'] / 1024:8.1f} MiB")
     stolen = meter.steal_share()
     print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
     print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
-    if foreign > FOREIGN_CPU:
-        print("WARNING: other work was running on the machine; these figures are not clean.")
+    clean = foreign <= FOREIGN_CPU
+    if not clean:
+        print(
+            f"NOT CLEAN: other processes took {foreign:.0%} of the CPU (over "
+            f"{FOREIGN_CPU:.0%}); these figures are not a measurement. Rerun on a quiet machine."
+        )
     if stolen > FOREIGN_CPU:
         print("WARNING: the hypervisor took CPU from this machine; ratios hold, rates do not.")
     if args.json:
@@ -293,10 +404,12 @@ def main(argv: list[str] | None = None) -> int:
             "proxy_cpu_us": cpu,
             "rss_kb": lab.rss,
             "foreign_cpu_share": foreign,
+            "clean": clean,
+            "idle_rss_kb": idle,
             "steal_cpu_share": stolen,
         }
         args.json.write_text(json.dumps(report, indent=2, default=str))
-    return 0
+    return 0 if clean else 3
 
 
 if __name__ == "__main__":

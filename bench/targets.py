@@ -85,12 +85,12 @@ def start_trinomite(lab: Lab, opts: Options) -> int:
     )
 
 
-def quorum_write_ok(port: int) -> bool:
-    """True once a DC_QUORUM write through the node succeeds (peer links are up)."""
+def quorum_write_ok(port: int, level: str = "DC_QUORUM") -> bool:
+    """True once a write at ``level`` through the node succeeds (peer links are up)."""
     request = (
-        b"*2\r\n$28\r\ndyno_config:conn_consistency\r\n$9\r\nDC_QUORUM\r\n"
+        b"*2\r\n$28\r\ndyno_config:conn_consistency\r\n$%d\r\n%s\r\n"
         b"*3\r\n$3\r\nSET\r\n$12\r\n__bench_warm\r\n$1\r\n1\r\n"
-    )
+    ) % (len(level), level.encode())
     try:
         with socket.create_connection((HOST, port), timeout=2) as sock:
             sock.sendall(request)
@@ -190,17 +190,20 @@ def start_cluster(
     consistency: str,
     tls: bool = False,
     extra: dict[str, Any] | None = None,
+    two_dcs: bool = False,
 ) -> int:
     """Two racks of one node each (each node its own process and redis-server).
 
     With ``tls`` every peer link runs mutual TLS (``secure_server_option: all``,
     one certificate per node from a fresh CA), checked after start.  ``extra``:
-    more settings for both nodes.
+    more settings for both nodes.  ``two_dcs``: two datacenters of one rack
+    each instead (the other node is then a remote DC, reached by REQ_FORWARD).
     """
     ports = [free_port(), free_port()]
     dyn_ports = [free_port(), free_port()]
     stats_ports = [free_port(), free_port()]
     racks = ["rack1", "rack2"]
+    dcs = ["dc1", "dc2"] if two_dcs else ["dc1", "dc1"]
     label = consistency + ("-tls" if tls else "") + ("-extra" if extra else "")
     secure = cluster_certificates(lab, racks, dyn_ports) if tls else [{}, {}]
     names = [f"trinomite-{label}-{rack}" for rack in racks]
@@ -215,9 +218,9 @@ def start_cluster(
                 "servers": [f"{HOST}:{backend}:1"],
                 "tokens": "'0'",
                 "data_store": 0,
-                "datacenter": "dc1",
+                "datacenter": dcs[i],
                 "rack": racks[i],
-                "dyn_seeds": [f"{HOST}:{dyn_ports[other]}:{racks[other]}:dc1:0"],
+                "dyn_seeds": [f"{HOST}:{dyn_ports[other]}:{racks[other]}:{dcs[other]}:0"],
                 "read_consistency": consistency,
                 "write_consistency": consistency,
                 "server_retry_timeout": 1000,
@@ -229,9 +232,10 @@ def start_cluster(
             dyn_port=dyn_ports[i],
             stats_port=stats_ports[i],
         )
-    nodes = [next(p for p in lab.procs if p.name == name) for name in names]
+    nodes = [next(p for p in lab.procs if p.name == name + lab.suffix) for name in names]
     deadline = time.monotonic() + 20
-    while not quorum_write_ok(first):
+    ready_level = "DC_EACH_SAFE_QUORUM" if two_dcs else "DC_QUORUM"
+    while not quorum_write_ok(first, ready_level):
         if time.monotonic() > deadline:
             logs = "".join(tail(p) for p in nodes)
             raise RuntimeError(f"cluster peer links did not come up within 20 s{logs}")
@@ -262,6 +266,11 @@ def start_cluster_one_nohints(lab: Lab, opts: Options) -> int:
     return start_cluster(lab, opts, "DC_ONE", extra={"hinted_handoff": "false"})
 
 
+def start_dc_each(lab: Lab, opts: Options) -> int:
+    """Two DCs of one rack each at DC_EACH_SAFE_QUORUM: every write crosses DCs."""
+    return start_cluster(lab, opts, "DC_EACH_SAFE_QUORUM", two_dcs=True)
+
+
 def start_naive(lab: Lab, opts: Options) -> int:
     backend, port = lab.start_redis("redis-naive"), free_port()
     script = str(REPO / "bench" / "naive_forwarder.py")
@@ -279,6 +288,7 @@ TARGETS: dict[str, Starter] = {
     "cluster-quorum": start_cluster_quorum,
     "cluster-one-tls": start_cluster_one_tls,
     "cluster-one-nohints": start_cluster_one_nohints,
+    "dc-each": start_dc_each,
 }
 #: TLS target -> its plaintext twin, for the summary's "TLS cost".
 TLS_TWINS = {"cluster-one-tls": "cluster-one"}
