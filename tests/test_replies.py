@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trinomite.datastore.pool import RunSplit
 from trinomite.protocol import replies as r
-from trinomite.protocol.replies import MAX_DEPTH, ReplyFramer, ReplyProtocolError
+from trinomite.protocol.replies import MAX_DEPTH, ReplyFramer, ReplyProtocolError, split_replies
 
 REPLIES = [
     b"+OK\r\n",
@@ -183,3 +184,27 @@ def test_random_reply_sequences(sequence, chunk):
         framer.feed(stream[i : i + chunk])
         got += framer.replies()
     assert got == sequence
+
+
+def test_split_replies_gives_each_reply_or_nothing() -> None:
+    run = b"+OK\r\n:3\r\n$-1\r\n*2\r\n$1\r\na\r\n:1\r\n-ERR x\r\n"
+    parts = [b"+OK\r\n", b":3\r\n", b"$-1\r\n", b"*2\r\n$1\r\na\r\n:1\r\n", b"-ERR x\r\n"]
+    assert split_replies(run, 5) == parts
+    assert split_replies(run, 4) is None  # one reply too many
+    assert split_replies(run, 6) is None  # one too few
+    assert split_replies(b"$5\r\nab", 1) is None
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def set(self, reply: bytes) -> None:
+            self.got.append(reply)
+
+    a, b, c = Sink(), Sink(), Sink()
+    RunSplit([(b"", 1, a), (b"", 3, b), (b"", 1, c)], 5).set(run)
+    assert (a.got, b.got, c.got) == ([parts[0]], [b"".join(parts[1:4])], [parts[4]])
+    a, b = Sink(), Sink()
+    RunSplit([(b"", 1, a), (b"", 1, b)], 2).set(b"+OK\r\n")  # misframed: errors, no shift
+    assert a.got[0].startswith(b"-ERR")
+    assert b.got[0].startswith(b"-ERR")

@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from trinomite.protocol.inline import split_inline
 from trinomite.protocol.requests import (
     Limits,
+    PayloadParser,
     PyRequestParser,
     RequestParser,
     encode_command,
+    encode_command_py,
     parse_one,
 )
 
@@ -286,3 +288,26 @@ def test_encoded_commands_round_trip(commands, chunk):
 )
 def test_parse_one(payload, args):
     assert parse_one(payload) == args
+
+
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=8))
+def test_the_c_encoder_matches_the_python_one(args: list[bytes]) -> None:
+    assert encode_command(args) == encode_command_py(args)
+
+
+PAYLOADS = st.one_of(
+    st.lists(st.binary(max_size=20), min_size=1, max_size=4).map(encode_command),
+    st.binary(max_size=40),
+    st.sampled_from(
+        [b"*2\r\n$3\r\nGET\r\n", b"*1\r\n$4\r\nPING\r\nxx", b"*1\r\n:1\r\n", b"*0\r\n"]
+    ),
+)
+
+
+@given(st.lists(PAYLOADS, max_size=12))
+def test_a_reused_payload_parser_answers_as_parse_one_for_every_payload(
+    payloads: list[bytes],
+) -> None:
+    parser = PayloadParser()
+    for payload in payloads:  # a bad payload never changes how the next one parses
+        assert parser.parse(payload) == parse_one(payload)

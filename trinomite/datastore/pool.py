@@ -51,6 +51,13 @@ a password) fails the connection with its own error message.  The
 embedded store, which runs in this process, gets no delimiters: for it an
 extra command costs more than framing.  Redis counts one ECHO per run in
 ``INFO commandstats``.
+
+Runs of several requesters.  ``send_run`` sends requests that have
+different sinks (the legs of a cluster client's pipelined run, a peer
+connection's frames) as one run: one send, one delimiter, and ``RunSplit``
+hands each sink its own replies, split by count.  Replies that do not
+split into exactly the expected number give every sink an error rather
+than a neighbour's reply.
 """
 
 from __future__ import annotations
@@ -67,12 +74,12 @@ from ..errors import NodeError, redis_error
 from ..net.links import Connector, ConnState, Link, LinkFailed
 from ..net.slots import ReplySink
 from ..net.sockets import connect_tcp, connect_unix
-from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
+from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error, split_replies
 from ..protocol.requests import encode_command
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
 
-__all__ = ["DatastoreConnection", "DatastorePool", "ReplySink"]
+__all__ = ["DatastoreConnection", "DatastorePool", "ReplySink", "RunItem", "RunSplit"]
 
 log = logging.getLogger("trinomite.datastore")
 
@@ -82,6 +89,32 @@ _HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 #: A run delimiter: ``ECHO`` with a 32-hex-digit token, and its bulk reply.
 _ECHO_HEADER = b"*2\r\n$4\r\nECHO\r\n$32\r\n"
 _TOKEN_HEADER = b"$32\r\n"
+_UNSPLIT = redis_error(NodeError.STORAGE_PROTOCOL)
+
+#: One requester's part of a shared run: its requests, their number, its sink.
+RunItem = tuple[bytes, int, ReplySink]
+
+
+class RunSplit:
+    """Hands each requester of a shared run its own replies (see the module doc)."""
+
+    __slots__ = ("items", "total")
+
+    def __init__(self, items: list[RunItem], total: int) -> None:
+        self.items = items
+        self.total = total
+
+    def set(self, replies: bytes) -> None:
+        parts = split_replies(replies, self.total)
+        at = 0
+        for _, count, sink in self.items:
+            if parts is None:
+                sink.set(_UNSPLIT * count)
+            elif count == 1:
+                sink.set(parts[at])
+            else:
+                sink.set(b"".join(parts[at : at + count]))
+            at += count
 
 
 class _Expired:
@@ -383,3 +416,17 @@ class DatastorePool:
         connection = self.pick(client_id, protocol)
         if not connection.submit(raw, count, sink, deadline):
             sink.set(_DOWN_REPLIES[connection.down_cause] * count)
+
+    def send_run(
+        self, client_id: int, protocol: int, items: list[RunItem], deadline: float
+    ) -> None:
+        """Send several requesters' requests as one run; each sink gets its own replies."""
+        if len(items) == 1:
+            raw, count, sink = items[0]
+            self.send(client_id, protocol, raw, count, sink, deadline)
+            return
+        total = 0
+        for _, count, _ in items:
+            total += count
+        raw = b"".join([item[0] for item in items])
+        self.send(client_id, protocol, raw, total, RunSplit(items, total), deadline)

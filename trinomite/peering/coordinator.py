@@ -38,6 +38,7 @@ from ..cluster.routing import Mode, Plan, PlanCache, Target
 from ..cluster.versions import HybridClock, Reading, collectable
 from ..config.model import Consistency, NodeConfig
 from ..datastore.gate import StateGate
+from ..datastore.pool import RunItem
 from ..errors import NodeError, redis_error
 from ..hints.log import overwritten_key
 from ..hints.replay import LOCAL_HINTS, HintOnMiss
@@ -112,6 +113,8 @@ class Coordinator:
         self.counters = counters
         self.timeout = config.timeout / 1000
         self._swallow = Swallow(counters)
+        #: The local datastore legs of the run ``route_run`` is routing (None outside one).
+        self._legs: list[RunItem] | None = None
 
     @property
     def topology(self) -> Topology:
@@ -133,22 +136,35 @@ class Coordinator:
         with this node as the own-rack owner, key-less and local commands)
         travel to it together, as one run with one slot, while their other
         legs go out one by one as usual.  Other requests go through ``route``.
+
+        With the node NORMAL, every local datastore leg of the run (those
+        groups and the legs ``route`` sends) is collected in request order
+        and sent at the end as one shared run (``DatastorePool.send_run``):
+        one send and one delimiter for the whole run instead of one per leg.
         """
         grouping = self.local.state is NodeState.NORMAL  # else the gate sees each one
         group: list[bytes] = []
-        for args in run:
-            spec = BY_BYTES.get(args[0]) or lookup(args[0])
-            assert spec is not None
-            raw = self._answered_locally(session, spec, args, now) if grouping else None
-            if raw is not None:
-                group.append(raw)
-                continue
+        legs: list[RunItem] = []
+        if grouping:
+            self._legs = legs
+        try:
+            for args in run:
+                spec = BY_BYTES.get(args[0]) or lookup(args[0])
+                assert spec is not None
+                raw = self._answered_locally(session, spec, args, now) if grouping else None
+                if raw is not None:
+                    group.append(raw)
+                    continue
+                if group:
+                    self._local_run(session, group, gather.slot(), now)
+                    group = []
+                self.route(session, spec, args, gather.slot(), now)
             if group:
                 self._local_run(session, group, gather.slot(), now)
-                group = []
-            self.route(session, spec, args, gather.slot(), now)
-        if group:
-            self._local_run(session, group, gather.slot(), now)
+        finally:
+            self._legs = None
+        if grouping and legs:
+            self.local.pool.send_run(session.id, session.protocol, legs, now + self.timeout)
 
     def route(
         self, session: Caller, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float
@@ -287,6 +303,9 @@ class Coordinator:
 
     def _local_run(self, session: Caller, group: list[bytes], sink: ReplySink, now: float) -> None:
         raw = b"".join(group)
+        if self._legs is not None:
+            self._legs.append((raw, len(group), sink))
+            return
         deadline = now + self.timeout
         self.local.pool.send(session.id, session.protocol, raw, len(group), sink, deadline)
 
@@ -426,6 +445,9 @@ class Coordinator:
                 )
 
     def _local(self, session: Caller, raw: bytes, sink: ReplySink, now: float, write: bool) -> None:
+        if self._legs is not None:  # inside route_run, NORMAL: sent with the run's others
+            self._legs.append((raw, 1, sink))
+            return
         self.local.send(session.id, session.protocol, raw, sink, now + self.timeout, write)
 
     def _send(

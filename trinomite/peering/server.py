@@ -36,14 +36,16 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from ..admin.api import NodeState
 from ..datastore.gate import StateGate
+from ..datastore.pool import DatastorePool, RunItem
 from ..net.links import WriteHold
 from ..net.slots import Parker, Slot, SlotGroup
 from ..net.sockets import LeanSocketStream, accept_forever
 from ..protocol import replies as r
 from ..protocol.commands import lookup
-from ..protocol.peer import Frame, FrameParser, MessageType, header_template
-from ..protocol.requests import parse_one
+from ..protocol.peer import FLAG_RESP3, Frame, FrameParser, MessageType, header_template
+from ..protocol.requests import PayloadParser
 from ..tls.peers import TlsState
 from .coordinator import Coordinator
 
@@ -99,6 +101,21 @@ class _Round(SlotGroup):
         return b"".join(parts)
 
 
+class _Run:
+    """Consecutive REQ frames bound for the datastore together (see ``_start_round``)."""
+
+    __slots__ = ("items", "protocol")
+
+    def __init__(self) -> None:
+        self.protocol = 2
+        self.items: list[RunItem] = []
+
+    def flush(self, pool: DatastorePool, deadline: float) -> None:
+        if self.items:
+            pool.send_run(0, self.protocol, self.items, deadline)
+            self.items = []
+
+
 class PeerConnectionHandler:
     def __init__(
         self,
@@ -128,6 +145,8 @@ class PeerConnectionHandler:
         self._rounds: deque[_Round] = deque()
         self._writer = Parker()  # the writer waits for the head round
         self._space = Parker()  # the reader waits for rounds to be written
+        self._payloads = PayloadParser()
+        self._run = _Run()
 
     async def run(self) -> None:
         counters = self.counters
@@ -213,24 +232,44 @@ class PeerConnectionHandler:
                 return
 
     def _start_round(self, frames: list[Frame]) -> None:
+        """Start a read's request frames; their replies fill the round in frame order.
+
+        With the node NORMAL, consecutive REQ frames (of one RESP version) go
+        to the datastore as one run: one send, one delimiter, the payloads
+        joined as they came, and the replies split back per frame
+        (``DatastorePool.send_run``).  Otherwise each goes through the state gate on its own.
+        """
         answers = _Round(self)
         now = trio.current_time()
+        deadline = now + self.timeout
+        gate = self.local
+        batched = gate.state is NodeState.NORMAL
+        parse = self._payloads.parse
+        run = self._run
         for frame in frames:
             kind = frame.type
             if kind not in _REQUESTS:
                 continue
             slot = answers.slot(frame.msg_id, frame.same_dc)
             payload = frame.payload
-            args = parse_one(payload)
-            protocol = 3 if frame.resp3 else 2
+            args = parse(payload)
+            protocol = 3 if frame.flags & FLAG_RESP3 else 2
             if args is None:
                 slot.set(_NOT_ONE_REQUEST)
             elif kind is MessageType.REQ:
+                if batched:
+                    if run.items and run.protocol != protocol:
+                        run.flush(gate.pool, deadline)
+                    run.protocol = protocol
+                    run.items.append((payload, 1, slot))
+                    continue
                 spec = lookup(args[0])
                 write = spec is None or spec.is_write(args)
-                self.local.send(0, protocol, payload, slot, now + self.timeout, write)
+                gate.send(0, protocol, payload, slot, deadline, write)
             else:
+                run.flush(gate.pool, deadline)  # keeps the datastore order of the frames
                 self.coordinator.handle_forward(args, payload, protocol, slot, now)
+        run.flush(gate.pool, deadline)
         if answers.answers:
             self._rounds.append(answers)
             answers.seal()

@@ -47,6 +47,7 @@ __all__ = [
     "map_reply",
     "null",
     "simple",
+    "split_replies",
 ]
 
 MAX_DEPTH = 1024
@@ -219,6 +220,22 @@ class ReplyFramer:
         shift = compact(self._buf, self._start)
         self._start -= shift
         self._pos -= shift
+
+
+def split_replies(data: bytes, count: int) -> list[bytes] | None:
+    """``data`` (exactly ``count`` complete replies) as one ``bytes`` per reply; else None."""
+    framer = ReplyFramer()
+    framer.feed(data)
+    out: list[bytes] = []
+    try:
+        for _ in range(count):
+            reply = framer.take(1)
+            if reply is None:
+                return None
+            out.append(reply)
+    except ReplyProtocolError:
+        return None
+    return out if not framer.buffered else None
 
 
 def is_error(reply: bytes) -> bool:

@@ -45,11 +45,13 @@ __all__ = [
     "PREAUTH_MAX_ARGS",
     "PREAUTH_MAX_BULK",
     "Limits",
+    "PayloadParser",
     "ProtocolError",
     "PyRequestParser",
     "Request",
     "RequestParser",
     "encode_command",
+    "encode_command_py",
     "parse_one",
 ]
 
@@ -122,7 +124,12 @@ class Request:
 
 
 def encode_command(args: list[bytes]) -> bytes:
-    """Encode arguments as one RESP multibulk request."""
+    """Encode arguments as one RESP multibulk request (hiredis's encoder, in C)."""
+    return hiredis.pack_command(tuple(args))  # type: ignore[arg-type,no-any-return]
+
+
+def encode_command_py(args: list[bytes]) -> bytes:
+    """``encode_command`` in Python: the reference its tests compare hiredis against."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
@@ -478,3 +485,41 @@ def parse_one(payload: bytes, limits: Limits | None = None) -> list[bytes] | Non
     if len(requests) != 1 or parser.error is not None or not parser.at_boundary:
         return None
     return requests[0].args
+
+
+class PayloadParser:
+    """``parse_one`` for a stream of framed payloads, with one hiredis reader reused.
+
+    A peer connection's frames each carry one request; creating a reader
+    per payload cost about as much as parsing it.  The reader is kept while
+    payloads are clean (each exactly one complete request, nothing left
+    over) and replaced after one that is not, so a bad payload never
+    affects the next.  Anything but a plain multibulk goes to ``parse_one``.
+    """
+
+    __slots__ = ("_reader", "limits")
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits
+        self._reader = hiredis.Reader()
+
+    def parse(self, payload: bytes) -> list[bytes] | None:
+        """The arguments of ``payload`` if it is exactly one well-formed request, else None."""
+        if payload[:1] != b"*" or _HUGE_COUNT.search(payload) is not None:
+            return parse_one(payload, self.limits)
+        reader = self._reader
+        reader.feed(payload)
+        try:
+            args = reader.gets()
+        except hiredis.ProtocolError:
+            args = False
+        if args is False or reader.has_data():
+            self._reader = hiredis.Reader()  # partial state or leftovers: start clean
+            return None
+        if not isinstance(args, list) or not args:
+            return None
+        try:
+            b"".join(args)  # TypeError unless a flat list of bulk strings
+        except TypeError:
+            return None
+        return args

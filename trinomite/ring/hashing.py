@@ -116,7 +116,7 @@ def murmur(key: bytes) -> int:
 try:
     from murmurhash2 import murmurhash2 as _murmurhash2
 except ImportError:  # pragma: no cover - the package is a dependency
-    _murmurhash2 = None
+    _murmurhash2 = None  # type: ignore[assignment]
 
 
 def _compiled_murmur(key: bytes) -> int:
