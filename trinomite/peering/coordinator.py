@@ -56,7 +56,7 @@ from .collectors import (
     SetHeader,
     Swallow,
 )
-from .pools import PeerPools
+from .pools import PeerLeg, PeerPools
 from .repairs import RepairRead
 
 __all__ = ["Caller", "ClusterCounters", "Coordinator"]
@@ -115,6 +115,8 @@ class Coordinator:
         self._swallow = Swallow(counters)
         #: The local datastore legs of the run ``route_run`` is routing (None outside one).
         self._legs: list[RunItem] | None = None
+        #: Its legs for each peer, likewise.
+        self._peer_legs: dict[str, list[PeerLeg]] | None = None
 
     @property
     def topology(self) -> Topology:
@@ -141,10 +143,14 @@ class Coordinator:
         groups and the legs ``route`` sends) is collected in request order
         and sent at the end as one shared run (``DatastorePool.send_run``):
         one send and one delimiter for the whole run instead of one per leg.
+        Likewise each peer's legs are collected and sent in order as one
+        write (``PeerPools.send_many``).
         """
         grouping = self.local.state is NodeState.NORMAL  # else the gate sees each one
         group: list[bytes] = []
         legs: list[RunItem] = []
+        peer_legs: dict[str, list[PeerLeg]] = {}
+        self._peer_legs = peer_legs
         if grouping:
             self._legs = legs
         try:
@@ -163,8 +169,11 @@ class Coordinator:
                 self._local_run(session, group, gather.slot(), now)
         finally:
             self._legs = None
+            self._peer_legs = None
         if grouping and legs:
             self.local.pool.send_run(session.id, session.protocol, legs, now + self.timeout)
+        for name, these in peer_legs.items():
+            self.peers.send_many(name, session.id, these)
 
     def route(
         self, session: Caller, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float
@@ -476,9 +485,16 @@ class Coordinator:
             if hint and self.hints is not None:
                 sink = self._hinted(peer.name, target.kind, flags, raw, sink, target.counted)
         self.counters.peer_requests += 1
-        self.peers.send(
-            peer.name, session.id, target.kind, raw, sink, now + self.timeout + extra, flags
-        )
+        deadline = now + self.timeout + extra
+        peer_legs = self._peer_legs
+        if peer_legs is not None:  # inside route_run: sent with the run's other legs
+            leg = (target.kind, raw, sink, deadline, flags)
+            if (these := peer_legs.get(peer.name)) is None:
+                peer_legs[peer.name] = [leg]
+            else:
+                these.append(leg)
+            return
+        self.peers.send(peer.name, session.id, target.kind, raw, sink, deadline, flags)
 
     def _hinted(
         self, name: str, kind: MessageType, flags: int, raw: bytes, sink: ReplySink, counted: bool

@@ -54,7 +54,7 @@ from ..tls.material import subject_of
 from ..tls.peers import TlsState, dial
 from ..tls.stream import TlsHandshakeError
 
-__all__ = ["PeerConnection", "PeerPool", "PeerPools"]
+__all__ = ["PeerConnection", "PeerLeg", "PeerPool", "PeerPools"]
 
 log = logging.getLogger("trinomite.peers")
 
@@ -64,6 +64,10 @@ DEADLINE_TICK = 0.01
 TIMEOUT_REPLY = redis_error(NodeError.PEER_TIMEOUT)
 NOT_CONNECTED = redis_error(NodeError.PEER_HOST_NOT_CONNECTED)
 MISMATCH_REPLY = redis_error(NodeError.PEER_CONNECTION_REFUSE)
+
+#: One request for a peer, as ``PeerPools.send_many`` takes it:
+#: (message type, payload, sink, deadline, flags).
+PeerLeg = tuple[MessageType, bytes, ReplySink, float, int]
 
 
 class _Pending:
@@ -184,6 +188,47 @@ class PeerConnection(Link):
         heapq.heappush(deadlines, (deadline, msg_id, entry))
         return True
 
+    def submit_many(self, legs: list[PeerLeg]) -> bool:
+        """Send several requests as one write; False (nothing sent) while unreachable."""
+        if self.rate:  # the throttle counts outbox entries as frames: one each
+            sent = False
+            for kind, payload, sink, deadline, flags in legs:
+                if self.submit(kind, payload, sink, deadline, flags):
+                    sent = True
+                elif sent:
+                    sink.set(NOT_CONNECTED)
+            return sent
+        ids = self._ids
+        templates = self._templates
+        parts: list[bytes] = []
+        entries: list[_Pending] = []
+        now = trio.current_time()
+        for kind, payload, sink, deadline, flags in legs:
+            msg_id = next(ids)
+            template = templates.get((kind, flags))
+            if template is None:
+                template = header_template(kind, same_dc=self.same_dc, flags=flags)
+                templates[(kind, flags)] = template
+            parts.append(template % (msg_id, len(payload)))
+            parts.append(payload)
+            entries.append(_Pending(msg_id, sink, deadline, now))
+        blob = b"".join(parts)
+        if not self._enqueue(blob):
+            self.dropped += len(legs)
+            return False
+        self.requests += len(legs)
+        self.request_bytes += len(blob)
+        inflight = self._inflight
+        inflight.extend(entries)
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(inflight) + 1024:
+            deadlines = self._deadlines = [d for d in deadlines if not d[2].done]
+            heapq.heapify(deadlines)
+        push = heapq.heappush
+        for entry in entries:
+            push(deadlines, (entry.deadline, entry.msg_id, entry))
+        return True
+
     @property
     def throttled_link(self) -> bool:
         return bool(self.rate)
@@ -301,6 +346,14 @@ class PeerPool:
             home = next((c for c in connections if c.state is ConnState.UP), home)
         return home.submit(kind, payload, sink, deadline, flags)
 
+    def submit_many(self, client_id: int, legs: list[PeerLeg]) -> bool:
+        """``submit`` for several requests, as one write on one connection."""
+        connections = self.connections
+        home = connections[client_id % len(connections)]
+        if home.state is not ConnState.UP:
+            home = next((c for c in connections if c.state is ConnState.UP), home)
+        return home.submit_many(legs)
+
 
 class PeerPools:
     """Every peer's pool, by peer name; started and supervised as one task."""
@@ -403,3 +456,12 @@ class PeerPools:
             client_id, kind, payload, sink, deadline, flags
         ):
             sink.set(NOT_CONNECTED)
+
+    def send_many(self, name: str, client_id: int, legs: list[PeerLeg]) -> None:
+        """``send`` for several requests to one peer, in order, as one write."""
+        if len(legs) == 1:
+            kind, payload, sink, deadline, flags = legs[0]
+            self.send(name, client_id, kind, payload, sink, deadline, flags)
+        elif name in self.admin_down or not self.pools[name].submit_many(client_id, legs):
+            for leg in legs:
+                leg[2].set(NOT_CONNECTED)
