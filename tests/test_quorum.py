@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trinomite.cluster.quorum import EachQuorum, QuorumDecision, quorum_size
+from trinomite.peering.collectors import ClusterCounters, PairQuorum, QuorumSink
 
 A = b"$1\r\na\r\n"
 B = b"$1\r\nb\r\n"
@@ -122,3 +125,41 @@ def test_each_quorum_returns_local_datacenter_reply():
 def test_needs_a_replica():
     with pytest.raises(ValueError, match="at least one replica"):
         QuorumDecision(0, safe=False)
+
+
+REPLIES = st.sampled_from(
+    [
+        b"+OK\r\n",
+        b"$1\r\na\r\n",
+        b"$1\r\nb\r\n",
+        b"$-1\r\n",
+        b":1\r\n",
+        b"-ERR x\r\n",
+        b"-ERR y\r\n",
+    ]
+)
+
+
+@given(REPLIES, REPLIES, st.booleans(), st.booleans())
+def test_the_two_replica_fast_path_decides_as_the_general_decision(
+    first: bytes, second: bytes, safe: bool, write: bool
+) -> None:
+    """``PairQuorum`` (two racks) against ``QuorumSink`` over a ``QuorumDecision``."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def set(self, reply: bytes) -> None:
+            self.got.append(reply)
+
+    fast, general = Sink(), Sink()
+    fast_counters, general_counters = ClusterCounters(), ClusterCounters()
+    pair = PairQuorum(fast, fast_counters, write, safe)
+    full = QuorumSink(QuorumDecision(2, safe=safe), general, general_counters, write)
+    for reply in (first, second, b"+late\r\n"):
+        pair.set(reply)
+        full.set(reply)
+        assert fast.got == general.got
+    assert len(fast.got) == 1
+    assert fast_counters == general_counters

@@ -7,7 +7,9 @@ replica replies into the client's reply, or account for them:
 
 * ``Swallow``: replies nobody waits for (uncounted legs); counts errors;
 * ``QuorumSink``: feeds a ``QuorumDecision`` and sets the client's reply
-  when it is decided (counting quorum failures);
+  when it is decided (counting quorum failures); ``PairQuorum`` is the
+  same for the two replicas of a two-rack quorum, without the decision
+  object;
 * ``EachLeg``: one DC's legs of a DC_EACH_SAFE_QUORUM request;
 * ``SetHeader``: SMEMBERS answered as ``SORT key ALPHA``, restored as a set;
 * ``Merge`` (with ``_Fragment``): the fragments of a scatter-gathered
@@ -21,14 +23,22 @@ from __future__ import annotations
 
 import attrs
 
-from ..cluster.quorum import EachQuorum, QuorumDecision
+from ..cluster.quorum import NO_QUORUM, EachQuorum, QuorumDecision
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
 from ..protocol import replies as r
 from ..protocol.commands import Route
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error
 
-__all__ = ["ClusterCounters", "EachLeg", "Merge", "QuorumSink", "SetHeader", "Swallow"]
+__all__ = [
+    "ClusterCounters",
+    "EachLeg",
+    "Merge",
+    "PairQuorum",
+    "QuorumSink",
+    "SetHeader",
+    "Swallow",
+]
 
 
 @attrs.define
@@ -87,6 +97,49 @@ class QuorumSink:
                 else:
                     self.counters.client_non_quorum_r_responses += 1
             self.sink.set(result)
+
+
+class PairQuorum:
+    """``QuorumSink`` over a ``QuorumDecision`` of two replicas, in one small object.
+
+    Two racks are the common cluster, and a quorum of two needs both: the
+    first error decides (the other reply cannot make a quorum), two equal
+    replies decide, and two different ones give ``DC_SAFE_QUORUM``'s
+    no-quorum error or, at DC_QUORUM, the first reply, exactly as the
+    general decision does (tests/test_quorum.py compares them).
+    """
+
+    __slots__ = ("counters", "first", "safe", "sink", "write")
+
+    def __init__(self, sink: ReplySink, counters: ClusterCounters, write: bool, safe: bool) -> None:
+        self.sink = sink
+        self.counters = counters
+        self.write = write
+        self.safe = safe
+        self.first: bytes | None = None
+
+    def set(self, reply: bytes) -> None:
+        first = self.first
+        if first == b"":
+            return  # decided: a late reply is swallowed
+        if reply[:1] in (b"-", b"!"):
+            result = reply
+        elif first is None:
+            self.first = reply
+            return
+        elif reply == first:
+            self.first = b""
+            self.sink.set(reply)
+            return
+        else:
+            result = NO_QUORUM if self.safe else first
+        self.first = b""
+        if result[:1] in (b"-", b"!"):
+            if self.write:
+                self.counters.client_non_quorum_w_responses += 1
+            else:
+                self.counters.client_non_quorum_r_responses += 1
+        self.sink.set(result)
 
 
 class EachLeg:

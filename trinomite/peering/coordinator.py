@@ -52,6 +52,7 @@ from .collectors import (
     ClusterCounters,
     EachLeg,
     Merge,
+    PairQuorum,
     QuorumSink,
     SetHeader,
     Swallow,
@@ -375,8 +376,12 @@ class Coordinator:
             for target in chosen.targets:
                 self._send(session, target, raw, EachLeg(each, target.dc, sink), write, now)
             return
-        decision = QuorumDecision(chosen.counted, safe=mode is Mode.SAFE, multikey=multikey)
-        collector = QuorumSink(decision, sink, counters, write)
+        collector: ReplySink
+        if chosen.counted == 2 and not multikey:
+            collector = PairQuorum(sink, counters, write, mode is Mode.SAFE)
+        else:
+            decision = QuorumDecision(chosen.counted, safe=mode is Mode.SAFE, multikey=multikey)
+            collector = QuorumSink(decision, sink, counters, write)
         for target in chosen.targets:
             self._send(
                 session, target, raw, collector if target.counted else self._swallow, write, now
