@@ -154,10 +154,24 @@ class Coordinator:
         self._peer_legs = peer_legs
         if grouping:
             self._legs = legs
+        plain = not self.read_repairs  # no versioned writes or repair reads to build
+        read_level, write_level = session.read_consistency, session.write_consistency
         try:
             for args in run:
                 spec = BY_BYTES.get(args[0]) or lookup(args[0])
                 assert spec is not None
+                if plain and spec.keys == "1" and spec.route is Route.KEY and spec is not _SMEMBERS:
+                    # The common quorum request: one key, routed by it alone.
+                    write = spec.is_write(args)
+                    level = write_level if write else read_level
+                    if level is not Consistency.DC_ONE:
+                        if group:
+                            self._local_run(session, group, gather.slot(), now)
+                            group = []
+                        token = self._key_token(args[1])
+                        encoded = encode_command(args)
+                        self.replicate(session, token, encoded, write, level, gather.slot(), now)
+                        continue
                 raw = self._answered_locally(session, spec, args, now) if grouping else None
                 if raw is not None:
                     group.append(raw)
