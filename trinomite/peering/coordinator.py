@@ -33,7 +33,7 @@ from typing import Protocol
 
 from ..admin.api import NodeState
 from ..cluster.quorum import EachQuorum, QuorumDecision
-from ..cluster.repair import READS, versioned_kind, versioned_write
+from ..cluster.repair import READS, ReadKind, versioned_kind, versioned_write
 from ..cluster.routing import Mode, Plan, PlanCache, Target
 from ..cluster.versions import HybridClock, Reading, collectable
 from ..config.model import Consistency, NodeConfig
@@ -230,7 +230,8 @@ class Coordinator:
         if kind == "write":
             raw = versioned_write(args, self.clock.tick(), self.grace)
         elif kind == "read" and level is not Consistency.DC_ONE:
-            self._repair_read(session, self._key_token(keys[0]), args, level, sink, now)
+            token = self._key_token(keys[0])
+            self._repair_read(session, READS[spec.name], token, args, level, sink, now)
             return
         else:
             raw = encode_command(args)
@@ -262,6 +263,7 @@ class Coordinator:
     def _repair_read(
         self,
         session: Caller,
+        kind: ReadKind,
         token: int,
         args: list[bytes],
         level: Consistency,
@@ -272,7 +274,6 @@ class Coordinator:
         chosen = self._plan(token, False, level)
         self._account(chosen)
         targets = [t for t in chosen.targets if t.counted]
-        kind = READS[args[0].decode("latin-1").lower()]
         per_dc = chosen.mode is Mode.EACH
         read = RepairRead(self, session, kind, args, targets, sink, now, per_dc=per_dc)
         raw = kind.request(args)

@@ -167,11 +167,7 @@ class PeerConnection(Link):
     ) -> bool:
         """Send one request; False (nothing sent) while the peer is unreachable."""
         msg_id = next(self._ids)
-        template = self._templates.get((kind, flags))
-        if template is None:
-            template = header_template(kind, same_dc=self.same_dc, flags=flags)
-            self._templates[(kind, flags)] = template
-        frame = template % (msg_id, len(payload)) + payload
+        frame = self._template(kind, flags) % (msg_id, len(payload)) + payload
         if not self._enqueue(frame):
             self.dropped += 1
             return False
@@ -179,14 +175,25 @@ class PeerConnection(Link):
         self.request_bytes += len(frame)
         entry = _Pending(msg_id, sink, deadline, trio.current_time())
         self._inflight.append(entry)
+        heapq.heappush(self._live_deadlines(), (deadline, msg_id, entry))
+        return True
+
+    def _template(self, kind: MessageType, flags: int) -> bytes:
+        template = self._templates.get((kind, flags))
+        if template is None:
+            template = header_template(kind, same_dc=self.same_dc, flags=flags)
+            self._templates[(kind, flags)] = template
+        return template
+
+    def _live_deadlines(self) -> list[tuple[float, int, _Pending]]:
+        """The deadline heap, first rid of answered entries if they outnumber the rest."""
         deadlines = self._deadlines
         if len(deadlines) > 2 * len(self._inflight) + 1024:
             # Answered requests stay in the heap until their deadline; drop them
             # in one O(n) pass so the heap stays proportional to what is in flight.
             deadlines = self._deadlines = [d for d in deadlines if not d[2].done]
             heapq.heapify(deadlines)
-        heapq.heappush(deadlines, (deadline, msg_id, entry))
-        return True
+        return deadlines
 
     def submit_many(self, legs: list[PeerLeg]) -> bool:
         """Send several requests as one write; False (nothing sent) while unreachable."""
@@ -199,17 +206,13 @@ class PeerConnection(Link):
                     sink.set(NOT_CONNECTED)
             return sent
         ids = self._ids
-        templates = self._templates
+        template = self._template
         parts: list[bytes] = []
         entries: list[_Pending] = []
         now = trio.current_time()
         for kind, payload, sink, deadline, flags in legs:
             msg_id = next(ids)
-            template = templates.get((kind, flags))
-            if template is None:
-                template = header_template(kind, same_dc=self.same_dc, flags=flags)
-                templates[(kind, flags)] = template
-            parts.append(template % (msg_id, len(payload)))
+            parts.append(template(kind, flags) % (msg_id, len(payload)))
             parts.append(payload)
             entries.append(_Pending(msg_id, sink, deadline, now))
         blob = b"".join(parts)
@@ -218,12 +221,8 @@ class PeerConnection(Link):
             return False
         self.requests += len(legs)
         self.request_bytes += len(blob)
-        inflight = self._inflight
-        inflight.extend(entries)
-        deadlines = self._deadlines
-        if len(deadlines) > 2 * len(inflight) + 1024:
-            deadlines = self._deadlines = [d for d in deadlines if not d[2].done]
-            heapq.heapify(deadlines)
+        self._inflight.extend(entries)
+        deadlines = self._live_deadlines()
         push = heapq.heappush
         for entry in entries:
             push(deadlines, (entry.deadline, entry.msg_id, entry))
