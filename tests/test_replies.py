@@ -208,3 +208,24 @@ def test_split_replies_gives_each_reply_or_nothing() -> None:
     RunSplit([(b"", 1, a), (b"", 1, b)], 2).set(b"+OK\r\n")  # misframed: errors, no shift
     assert a.got[0].startswith(b"-ERR")
     assert b.got[0].startswith(b"-ERR")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(REPLIES), max_size=12), st.integers(-1, 2), st.data())
+def test_split_replies_slices_like_the_framer(parts, miscount, data) -> None:
+    """The sliced fast path agrees with framing reply by reply, also when cut short."""
+    run = b"".join(parts)
+    count = max(0, len(parts) + miscount)
+    framed = r._split_framed  # the framer alone, reply by reply
+    assert split_replies(run, count) == framed(run, count)
+    cut = data.draw(st.integers(0, len(run)))
+    assert split_replies(run[:cut], len(parts)) == framed(run[:cut], len(parts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.integers(0, 4))
+def test_split_replies_of_random_bytes_agrees_or_refuses(data, count) -> None:
+    got = split_replies(data, count)
+    if got is not None:
+        assert b"".join(got) == data
+        assert len(got) == count

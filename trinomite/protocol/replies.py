@@ -223,7 +223,46 @@ class ReplyFramer:
 
 
 def split_replies(data: bytes, count: int) -> list[bytes] | None:
-    """``data`` (exactly ``count`` complete replies) as one ``bytes`` per reply; else None."""
+    """``data`` (exactly ``count`` complete replies) as one ``bytes`` per reply; else None.
+
+    Top-level simple replies (``+``, ``-``, ``:``, ``$``), the usual run, are
+    sliced straight out of ``data``; from the first other reply on, the rest
+    goes through ``ReplyFramer``.
+    """
+    out: list[bytes] = []
+    pos = 0
+    end = len(data)
+    find = data.find
+    try:
+        while pos < end and len(out) < count:
+            kind = data[pos]
+            nl = find(_CRLF, pos)
+            if nl < 0:
+                return None
+            if kind == 0x24:  # '$'
+                size = int(data[pos + 1 : nl])
+                stop = nl + 2 if size < 0 else nl + size + 4
+                if stop > end or (size >= 0 and data[stop - 2 : stop] != _CRLF):
+                    return None
+            elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # '+', ':', '-'
+                stop = nl + 2
+            else:
+                break
+            out.append(data[pos:stop])
+            pos = stop
+    except ValueError:
+        return None
+    if pos < end and len(out) < count:
+        rest = _split_framed(data[pos:], count - len(out))
+        if rest is None:
+            return None
+        out += rest
+    elif pos < end:
+        return None  # more than count replies
+    return out if len(out) == count else None
+
+
+def _split_framed(data: bytes, count: int) -> list[bytes] | None:
     framer = ReplyFramer()
     framer.feed(data)
     out: list[bytes] = []
