@@ -167,8 +167,18 @@ async def test_plaintext_node_meeting_a_tls_node_fails_fast_both_ways(tmp_path, 
             wait_connected=False,
         ) as cluster:
             await both_refused(cluster)
-    # dc2's plaintext link to dc1 said nothing; dc1 told it why before closing.
+            # A caller that says nothing at all is refused when the handshake times out.
+            host, port = peer_name(cluster.node("dc1", "r1")).rsplit(":", 1)
+            silent = await trio.open_tcp_stream(host, int(port))
+            said = b""
+            while chunk := await silent.receive_some(4096):  # closed after the 0.3 s timeout
+                said += chunk
+            await silent.aclose()
+            assert b"sent no TLS handshake within 0.3s" in said  # the refusal frame's reason
+    # dc2's plaintext link to dc1 opened with its hello frame; dc1 told it why
+    # it refuses plaintext before closing.
     assert "refused by the peer: " in caplog.text
+    assert "sent plaintext, but secure_server_option: all here requires TLS" in caplog.text
     assert "sent no TLS handshake within 0.3s, but secure_server_option: all" in caplog.text
     # dc1 started TLS towards dc2, which does not secure any link.
     assert "started TLS, but this node does not secure any peer link" in caplog.text

@@ -175,6 +175,8 @@ async def test_a_paced_peer_link_leaves_sending_to_its_writer(listener: socket.s
     link.hold = hold
     async with running(link):
         with accepted(listener) as server:
+            # The link's hello went out on connect, before anything was held.
+            assert pending(server).endswith(b" 6 0 1 0 *1 d *0\r\n")
             deadline = trio.current_time() + 10
             with hold:
                 for _ in range(3):

@@ -38,6 +38,8 @@ class NodeError(enum.Enum):
     KEYS_SPAN_NODES = ("Dynomite:", "Keys in the request cannot span multiple nodes")
     SHUTTING_DOWN = ("Dynomite:", "Node is shutting down")
     STORAGE_PROTOCOL = ("Storage:", "Datastore sent an invalid reply")
+    #: A bundle's reply (see protocol.peer) did not hold one reply per request.
+    PEER_PROTOCOL = ("Peer:", "Peer Node sent an invalid reply")
     #: While the datastore link is down and reconnecting (with backoff), say
     #: why: Dynomite's "refused" only when the datastore refused the connect.
     STORAGE_NOT_ANSWERING = ("Storage:", "Datastore not answering, reconnecting")

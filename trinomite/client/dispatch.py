@@ -158,6 +158,10 @@ class Dispatcher:
                 raw = blob if blob is not None else b"".join(map(encode_command, requests))
                 self.pool.send(session.id, session.protocol, raw, len(requests), sink, deadline)
                 return indices
+            gather = Gather(sink)
+            self.coordinator.route_run(session, requests, gather, started, blob)
+            gather.seal()
+            return indices
         gather = Gather(sink)
         run = requests[: len(indices)]  # consecutive requests bound for the datastore
         for args in requests[len(indices) :]:

@@ -83,6 +83,10 @@ class Plan:
     local_one: bool = False
     #: How many targets are counted (precomputed: plans are cached and reused).
     counted_replies: int = 0
+    #: The other replica when the plan is a quorum of exactly this node and one
+    #: same-DC peer, both counted, nothing else (two racks): such requests can
+    #: be collected per run (``peering.batches.PairRun``).
+    pair: Target | None = None
 
     @property
     def counted(self) -> int:
@@ -152,8 +156,24 @@ def plan(
                 dropped.append(dc)
     local_one = mode is Mode.ONE and targets[0].peer.local
     counted_replies = sum(1 for t in targets if t.counted)
+    pair = None
+    if (
+        mode in (Mode.QUORUM, Mode.SAFE)
+        and len(targets) == 2
+        and counted_replies == 2
+        and targets[0].peer.local != targets[1].peer.local
+        and not dropped
+    ):
+        pair = targets[1] if targets[0].peer.local else targets[0]
     return Plan(
-        tuple(targets), mode, failover, remote_failovers, tuple(dropped), local_one, counted_replies
+        tuple(targets),
+        mode,
+        failover,
+        remote_failovers,
+        tuple(dropped),
+        local_one,
+        counted_replies,
+        pair,
     )
 
 

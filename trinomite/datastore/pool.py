@@ -72,7 +72,7 @@ import trio
 from ..config.model import DatastoreSpec, HostPort, NodeConfig, UnixPath
 from ..errors import NodeError, redis_error
 from ..net.links import Connector, ConnState, Link, LinkFailed
-from ..net.slots import ReplySink
+from ..net.slots import PartsSink, ReplySink
 from ..net.sockets import connect_tcp, connect_unix
 from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error, split_replies
 from ..protocol.requests import encode_command
@@ -112,6 +112,8 @@ class RunSplit:
                 sink.set(_UNSPLIT * count)
             elif count == 1:
                 sink.set(parts[at])
+            elif isinstance(sink, PartsSink):
+                sink.set_parts(parts[at : at + count])
             else:
                 sink.set(b"".join(parts[at : at + count]))
             at += count

@@ -170,14 +170,21 @@ class HintOnMiss:
         self.sink = sink
 
     def set(self, reply: bytes) -> None:
-        store = self.store
-        if reply[:1] == b"-" and reply in MISSED:  # most replies are not errors
-            store.add(self.peer, self.kind, self.flags, self.raw)
-        elif store.has_pending(self.peer) and _applied(reply):
-            key = overwritten_key(self.raw)
-            if key is not None:  # a live overwrite overtook this peer's hints
-                store.note_overwrite(self.peer, key)
+        note_write_reply(self.store, self.peer, self.kind, self.flags, self.raw, reply)
         self.sink.set(reply)
+
+
+def note_write_reply(
+    store: HintStore, peer: str, kind: int, flags: int, raw: bytes, reply: bytes
+) -> None:
+    """A write leg's reply from ``peer``: a miss becomes a hint; an applied write
+    that overtook ``peer``'s hints marks its key so older hints are skipped."""
+    if reply[:1] == b"-" and reply in MISSED:  # most replies are not errors
+        store.add(peer, kind, flags, raw)
+    elif store.has_pending(peer) and _applied(reply):
+        key = overwritten_key(raw)
+        if key is not None:  # a live overwrite overtook this peer's hints
+            store.note_overwrite(peer, key)
 
 
 def _applied(reply: bytes) -> bool:

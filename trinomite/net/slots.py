@@ -33,13 +33,30 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["Gather", "Parker", "ReplySink", "Slot", "SlotGroup", "SlotOwner"]
+__all__ = ["Gather", "Parker", "PartsSink", "ReplySink", "Slot", "SlotGroup", "SlotOwner"]
 
 
 class ReplySink(Protocol):
     """Anything a connection can hand reply bytes to (a Slot, a quorum leg, ...)."""
 
     def set(self, reply: bytes) -> None: ...
+
+
+class PartsSink(abc.ABC):
+    """The sink of a leg that carries several requests (``peering.batches``).
+
+    ``set`` gets the leg's replies joined, or one error standing for all of
+    them; a reader that has already split them calls ``set_parts`` instead
+    (a datastore run), so they are not joined only to be split again.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def set(self, reply: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def set_parts(self, parts: list[bytes]) -> None: ...
 
 
 class SlotOwner(Protocol):

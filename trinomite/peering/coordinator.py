@@ -45,9 +45,10 @@ from ..hints.replay import LOCAL_HINTS, HintOnMiss
 from ..hints.store import HintStore
 from ..net.slots import Gather, ReplySink
 from ..protocol.commands import BY_BYTES, COMMANDS, CommandSpec, Route, extract_keys, lookup
-from ..protocol.peer import FLAG_RESP3, MessageType
+from ..protocol.peer import FLAG_RESP3, MAX_BUNDLE, MessageType
 from ..protocol.requests import encode_command
 from ..ring.topology import LOCAL_TOKEN, Topology
+from .batches import BatchLeg, Encoded, PairRun
 from .collectors import (
     ClusterCounters,
     EachLeg,
@@ -131,7 +132,12 @@ class Coordinator:
     # -- entry points --------------------------------------------------------
 
     def route_run(
-        self, session: Caller, run: list[list[bytes]], gather: Gather, now: float
+        self,
+        session: Caller,
+        run: list[list[bytes]],
+        gather: Gather,
+        now: float,
+        blob: bytes | None = None,
     ) -> None:
         """Route consecutive validated requests, their replies into ``gather`` in order.
 
@@ -145,7 +151,10 @@ class Coordinator:
         and sent at the end as one shared run (``DatastorePool.send_run``):
         one send and one delimiter for the whole run instead of one per leg.
         Likewise each peer's legs are collected and sent in order as one
-        write (``PeerPools.send_many``).
+        write (``PeerPools.send_many``).  Consecutive two-replica quorum
+        requests become one batch (``peering.batches``); ``blob``, the run's
+        exact encoding if known, is then the payload of a batch that is the
+        whole run, and nothing is re-encoded.
         """
         grouping = self.local.state is NodeState.NORMAL  # else the gate sees each one
         group: list[bytes] = []
@@ -156,6 +165,14 @@ class Coordinator:
             self._legs = legs
         plain = not self.read_repairs  # no versioned writes or repair reads to build
         read_level, write_level = session.read_consistency, session.write_consistency
+        # The pending batch of two-replica quorum requests (see peering.batches).
+        pair: Target | None = None
+        pair_safe = False
+        raws: list[list[bytes]] = []  # the batch's requests (encoded when it is sent)
+        writes: list[bool] = []
+        whole = len(run)  # a batch of them all may be sent as ``blob``
+        if blob is None:
+            whole = -1
         try:
             for args in run:
                 spec = BY_BYTES.get(args[0]) or lookup(args[0])
@@ -169,9 +186,31 @@ class Coordinator:
                             self._local_run(session, group, gather.slot(), now)
                             group = []
                         token = self._key_token(args[1])
+                        if grouping and token >= 0:
+                            chosen = self._plan(token, write, level)
+                            other = chosen.pair
+                            if other is not None:
+                                safe = chosen.mode is Mode.SAFE
+                                if raws and (
+                                    other.peer is not pair.peer  # type: ignore[union-attr]
+                                    or safe is not pair_safe
+                                    or len(raws) == MAX_BUNDLE
+                                ):
+                                    self._pairs(session, pair, pair_safe, raws, writes, gather, now)
+                                    raws, writes = [], []
+                                pair, pair_safe = other, safe
+                                raws.append(args)
+                                writes.append(write)
+                                continue
+                        if raws:
+                            self._pairs(session, pair, pair_safe, raws, writes, gather, now)
+                            raws, writes = [], []
                         encoded = encode_command(args)
                         self.replicate(session, token, encoded, write, level, gather.slot(), now)
                         continue
+                if raws:
+                    self._pairs(session, pair, pair_safe, raws, writes, gather, now)
+                    raws, writes = [], []
                 raw = self._answered_locally(session, spec, args, now) if grouping else None
                 if raw is not None:
                     group.append(raw)
@@ -180,6 +219,9 @@ class Coordinator:
                     self._local_run(session, group, gather.slot(), now)
                     group = []
                 self.route(session, spec, args, gather.slot(), now)
+            if raws:
+                joined = blob if len(raws) == whole else None
+                self._pairs(session, pair, pair_safe, raws, writes, gather, now, joined)
             if group:
                 self._local_run(session, group, gather.slot(), now)
         finally:
@@ -189,6 +231,48 @@ class Coordinator:
             self.local.pool.send_run(session.id, session.protocol, legs, now + self.timeout)
         for name, these in peer_legs.items():
             self.peers.send_many(name, session.id, these)
+
+    def _pairs(
+        self,
+        session: Caller,
+        target: Target | None,
+        safe: bool,
+        requests: list[list[bytes]],
+        writes: list[bool],
+        gather: Gather,
+        now: float,
+        joined: bytes | None = None,
+    ) -> None:
+        """Send a batch of two-replica quorum requests as two legs (``peering.batches``).
+
+        ``joined``: the requests' exact encoding, if the caller has it.
+        """
+        assert target is not None
+        assert self._legs is not None
+        assert self._peer_legs is not None
+        run = PairRun(gather.slot(), writes, self.counters, safe)
+        name = target.peer.name
+        flags = FLAG_RESP3 if session.protocol == 3 else 0
+        hints = self.hints if True in writes else None
+        raws = Encoded(requests)
+        if hints is not None and (hints.has_pending(LOCAL_HINTS) or hints.has_pending(name)):
+            for index, write in enumerate(writes):
+                if write:
+                    self._overtakes(LOCAL_HINTS, raws[index])
+                    self._overtakes(name, raws[index])
+        if joined is None:
+            joined = raws.joined()
+        count = len(requests)
+        local = BatchLeg(run, raws, hints, LOCAL_HINTS, MessageType.REQ, 0)
+        self._legs.append((joined, count, local))
+        leg = BatchLeg(run, raws, hints, name, target.kind, flags)
+        extra = SAME_DC_EXTRA + (WRITE_EXTRA if True in writes else 0)
+        self.counters.peer_requests += count
+        entry = (target.kind, joined, leg, now + self.timeout + extra, flags)
+        if (these := self._peer_legs.get(name)) is None:
+            self._peer_legs[name] = [entry]
+        else:
+            these.append(entry)
 
     def route(
         self, session: Caller, spec: CommandSpec, args: list[bytes], sink: ReplySink, now: float

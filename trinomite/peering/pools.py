@@ -29,6 +29,16 @@ excess frames wait in the outbox, in order.
 
 Message ids come from one node-wide counter (as in Dynomite), so ids on one
 connection increase but are not consecutive.
+
+**Bundles** (trinomite peers only, see ``protocol.peer``): every new
+connection first sends the hello; once the peer's hello reply is read,
+``submit_many`` packs consecutive legs of one message type and flags into
+bundle frames of up to ``MAX_BUNDLE`` requests: one header, one FIFO entry,
+one deadline (the latest of its requests') and one reply for the lot,
+which ``_Bundle`` splits back to each request's sink.  A failure of the
+bundle (timeout, lost link, a reply that does not split) gives every
+request of it the same error.  A Dynomite peer never answers the hello,
+so its links keep one frame per request.
 """
 
 from __future__ import annotations
@@ -46,13 +56,22 @@ from ..errors import NodeError, redis_error
 from ..net.links import ConnState, Link, LinkFailed
 from ..net.slots import ReplySink
 from ..net.sockets import connect_tcp
-from ..protocol.peer import FrameParser, MessageType, header_template
+from ..protocol.peer import (
+    FLAG_BUNDLE,
+    HELLO_REPLY,
+    MAX_BUNDLE,
+    FrameParser,
+    MessageType,
+    encode_frame,
+    header_template,
+)
 from ..protocol.replies import ReplyProtocolError
 from ..ring.topology import PeerInfo
 from ..stats.histogram import Histogram
 from ..tls.material import subject_of
 from ..tls.peers import TlsState, dial
 from ..tls.stream import TlsHandshakeError
+from .batches import BatchLeg, split_leg_reply
 
 __all__ = ["PeerConnection", "PeerLeg", "PeerPool", "PeerPools"]
 
@@ -66,7 +85,9 @@ NOT_CONNECTED = redis_error(NodeError.PEER_HOST_NOT_CONNECTED)
 MISMATCH_REPLY = redis_error(NodeError.PEER_CONNECTION_REFUSE)
 
 #: One request for a peer, as ``PeerPools.send_many`` takes it:
-#: (message type, payload, sink, deadline, flags).
+#: (message type, payload, sink, deadline, flags).  With a ``BatchLeg`` for
+#: sink, the payload is the batch's requests joined: one bundle, or one frame
+#: each to a peer that does not take bundles.
 PeerLeg = tuple[MessageType, bytes, ReplySink, float, int]
 
 
@@ -84,6 +105,34 @@ class _Pending:
         if not self.done:
             self.done = True
             self.sink.set(reply)
+
+
+def _one_per_request(legs: list[PeerLeg]) -> list[PeerLeg]:
+    """``legs`` with each batch leg (``BatchLeg``) as one leg per request."""
+    if not any(isinstance(leg[2], BatchLeg) for leg in legs):
+        return legs
+    out: list[PeerLeg] = []
+    for leg in legs:
+        kind, _, sink, deadline, flags = leg
+        if isinstance(sink, BatchLeg):
+            raws = sink.raws
+            out += [(kind, raws[i], sink.part(i), deadline, flags) for i in range(len(raws))]
+        else:
+            out.append(leg)
+    return out
+
+
+class _Bundle:
+    """The sink of a bundle frame: its reply, split back to each request's sink."""
+
+    __slots__ = ("sinks",)
+
+    def __init__(self, sinks: list[ReplySink]) -> None:
+        self.sinks = sinks
+
+    def set(self, reply: bytes) -> None:
+        for sink, part in zip(self.sinks, split_leg_reply(reply, len(self.sinks)), strict=True):
+            sink.set(part)
 
 
 class PeerConnection(Link):
@@ -157,6 +206,11 @@ class PeerConnection(Link):
         self._templates: dict[tuple[MessageType, int], bytes] = {}
         self._inflight: deque[_Pending] = deque()
         self._deadlines: list[tuple[float, int, _Pending]] = []
+        #: The peer answered this connection's hello: legs may go as bundles.
+        self.bundles = False
+        #: Bundle frames sent, and the requests they carried.
+        self.bundles_sent = 0
+        self.bundled_requests = 0
 
     @property
     def inflight(self) -> int:
@@ -195,8 +249,18 @@ class PeerConnection(Link):
             heapq.heapify(deadlines)
         return deadlines
 
+    async def _handshake(self, stream: trio.abc.Stream) -> None:
+        """Send the hello: a trinomite peer's reply turns bundles on (see the module doc)."""
+        self.bundles = False
+        await stream.send_all(
+            encode_frame(next(self._ids), MessageType.CRYPTO_HANDSHAKE, b"", same_dc=self.same_dc)
+        )
+
     def submit_many(self, legs: list[PeerLeg]) -> bool:
         """Send several requests as one write; False (nothing sent) while unreachable."""
+        if self.bundles and not self.rate:
+            return self._submit_bundles(legs)
+        legs = _one_per_request(legs)
         if self.rate:  # the throttle counts outbox entries as frames: one each
             sent = False
             for kind, payload, sink, deadline, flags in legs:
@@ -215,11 +279,14 @@ class PeerConnection(Link):
             parts.append(template(kind, flags) % (msg_id, len(payload)))
             parts.append(payload)
             entries.append(_Pending(msg_id, sink, deadline, now))
-        blob = b"".join(parts)
+        return self._queue(b"".join(parts), entries, len(legs))
+
+    def _queue(self, blob: bytes, entries: list[_Pending], requests: int) -> bool:
+        """Send ``blob`` (the frames of ``entries``, ``requests`` requests in all)."""
         if not self._enqueue(blob):
-            self.dropped += len(legs)
+            self.dropped += requests
             return False
-        self.requests += len(legs)
+        self.requests += requests
         self.request_bytes += len(blob)
         self._inflight.extend(entries)
         deadlines = self._live_deadlines()
@@ -227,6 +294,48 @@ class PeerConnection(Link):
         for entry in entries:
             push(deadlines, (entry.deadline, entry.msg_id, entry))
         return True
+
+    def _submit_bundles(self, legs: list[PeerLeg]) -> bool:
+        """``submit_many`` to a trinomite peer: runs of like legs as bundle frames."""
+        ids = self._ids
+        template = self._template
+        parts: list[bytes] = []
+        entries: list[_Pending] = []
+        now = trio.current_time()
+        count = len(legs)
+        requests = 0
+        start = 0
+        while start < count:
+            kind, payload, sink, deadline, flags = legs[start]
+            stop = start + 1
+            size = 1
+            if isinstance(sink, BatchLeg):  # a batch is a bundle already
+                size = len(sink.raws)
+            else:
+                limit = min(count, start + MAX_BUNDLE)
+                while (
+                    stop < limit
+                    and legs[stop][0] is kind
+                    and legs[stop][4] == flags
+                    and not isinstance(legs[stop][2], BatchLeg)
+                ):
+                    deadline = max(deadline, legs[stop][3])
+                    stop += 1
+                if stop - start > 1:
+                    size = stop - start
+                    payload = b"".join([leg[1] for leg in legs[start:stop]])
+                    sink = _Bundle([leg[2] for leg in legs[start:stop]])
+            if size > 1:
+                flags |= FLAG_BUNDLE
+                self.bundles_sent += 1
+                self.bundled_requests += size
+            requests += size
+            msg_id = next(ids)
+            parts.append(template(kind, flags) % (msg_id, len(payload)))
+            parts.append(payload)
+            entries.append(_Pending(msg_id, sink, deadline, now))
+            start = stop
+        return self._queue(b"".join(parts), entries, requests)
 
     @property
     def throttled_link(self) -> bool:
@@ -270,7 +379,9 @@ class PeerConnection(Link):
                     if frame.type is not MessageType.RES:
                         if frame.type is MessageType.PARSE_ERROR:
                             self._refused(frame.payload)
-                        continue  # gossip and handshakes need no reply here
+                        elif frame.type is MessageType.CRYPTO_HANDSHAKE:
+                            self.bundles = frame.payload.startswith(HELLO_REPLY)
+                        continue  # gossip needs no reply here
                     self.responses += 1
                     self.response_bytes += len(frame.payload)
                     msg_id = frame.msg_id
@@ -458,7 +569,7 @@ class PeerPools:
 
     def send_many(self, name: str, client_id: int, legs: list[PeerLeg]) -> None:
         """``send`` for several requests to one peer, in order, as one write."""
-        if len(legs) == 1:
+        if len(legs) == 1 and not isinstance(legs[0][2], BatchLeg):
             kind, payload, sink, deadline, flags = legs[0]
             self.send(name, client_id, kind, payload, sink, deadline, flags)
         elif name in self.admin_down or not self.pools[name].submit_many(client_id, legs):

@@ -12,8 +12,18 @@ answered rounds' RES frames, in order::
         REQ          -> this node's datastore, through the node-state gate
         REQ_FORWARD  -> this node's datastore, and re-sent to the owner in
                         every other rack of this DC (Coordinator.handle_forward)
-        GOSSIP_*, CRYPTO_HANDSHAKE, ... -> accepted, no reply (as Dynomite)
+        CRYPTO_HANDSHAKE with an empty payload (a trinomite node's hello)
+                     -> answered with HELLO_REPLY: bundles are welcome
+        GOSSIP_*, other CRYPTO_HANDSHAKEs, ... -> accepted, no reply (as Dynomite)
     writer: every complete round at the head of the queue -> one send_all
+
+A bundle (``FLAG_BUNDLE``, from trinomite nodes) is 1 to ``MAX_BUNDLE``
+requests in one frame: all are parsed first, then with the node NORMAL its
+REQ payload joins the datastore run whole, as a single frame's would; else
+each request goes its own way (state gate, or REQ_FORWARD's re-send) and
+their replies are joined back in order into the one RES frame.  A bundle
+that does not parse is answered with one error, which the sender gives to
+every request of it.
 
 At most ``MAX_ROUNDS_IN_FLIGHT`` rounds per connection are unanswered; the
 reader waits for the writer beyond that, which is the link's backpressure.
@@ -40,12 +50,21 @@ from ..admin.api import NodeState
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool, RunItem
 from ..net.links import WriteHold
-from ..net.slots import Parker, Slot, SlotGroup
+from ..net.slots import Gather, Parker, Slot, SlotGroup
 from ..net.sockets import LeanSocketStream, accept_forever
 from ..protocol import replies as r
 from ..protocol.commands import lookup
-from ..protocol.peer import FLAG_RESP3, Frame, FrameParser, MessageType, header_template
-from ..protocol.requests import PayloadParser
+from ..protocol.peer import (
+    FLAG_BUNDLE,
+    FLAG_RESP3,
+    HELLO_REPLY,
+    MAX_BUNDLE,
+    Frame,
+    FrameParser,
+    MessageType,
+    header_template,
+)
+from ..protocol.requests import PayloadParser, encode_command
 from ..tls.peers import TlsState
 from .coordinator import Coordinator
 
@@ -61,8 +80,15 @@ MAX_ROUNDS_IN_FLIGHT = 64
 MAX_GARBAGE = 64 * 1024
 _REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
 _NOT_ONE_REQUEST = r.error("ERR Protocol error: peer frame payload is not one request")
-#: RES frame headers by ``same_dc`` (see ``header_template``).
-_RES_HEADERS = {dc: header_template(MessageType.RES, same_dc=dc) for dc in (False, True)}
+_NOT_A_BUNDLE = r.error(
+    f"ERR Protocol error: peer bundle payload is not 1 to {MAX_BUNDLE} whole requests"
+)
+#: Reply frame headers by (type, ``same_dc``) (see ``header_template``).
+_HEADERS = {
+    (kind, dc): header_template(kind, same_dc=dc)
+    for kind in (MessageType.RES, MessageType.CRYPTO_HANDSHAKE)
+    for dc in (False, True)
+}
 
 
 @attrs.define
@@ -82,11 +108,11 @@ class _Round(SlotGroup):
     def __init__(self, handler: PeerConnectionHandler) -> None:
         super().__init__()
         self.handler = handler
-        self.answers: list[tuple[int, bool, Slot]] = []
+        self.answers: list[tuple[int, bytes, Slot]] = []
 
-    def slot(self, msg_id: int, same_dc: bool) -> Slot:
+    def slot(self, msg_id: int, same_dc: bool, kind: MessageType = MessageType.RES) -> Slot:
         slot = self.new_slot()
-        self.answers.append((msg_id, same_dc, slot))
+        self.answers.append((msg_id, _HEADERS[kind, same_dc], slot))
         return slot
 
     def completed(self) -> None:
@@ -94,9 +120,9 @@ class _Round(SlotGroup):
 
     def reply_frames(self) -> bytes:
         parts = []
-        for msg_id, same_dc, slot in self.answers:
+        for msg_id, header, slot in self.answers:
             reply = slot.reply or b""
-            parts.append(_RES_HEADERS[same_dc] % (msg_id, len(reply)))
+            parts.append(header % (msg_id, len(reply)))
             parts.append(reply)
         return b"".join(parts)
 
@@ -249,11 +275,17 @@ class PeerConnectionHandler:
         for frame in frames:
             kind = frame.type
             if kind not in _REQUESTS:
+                if kind is MessageType.CRYPTO_HANDSHAKE and not frame.payload:
+                    # A trinomite node's hello: say this end takes bundles.
+                    answers.slot(frame.msg_id, frame.same_dc, kind).set(HELLO_REPLY)
                 continue
             slot = answers.slot(frame.msg_id, frame.same_dc)
             payload = frame.payload
-            args = parse(payload)
             protocol = 3 if frame.flags & FLAG_RESP3 else 2
+            if frame.flags & FLAG_BUNDLE:
+                self._bundle(frame, slot, protocol, batched, now)
+                continue
+            args = parse(payload)
             if args is None:
                 slot.set(_NOT_ONE_REQUEST)
             elif kind is MessageType.REQ:
@@ -273,6 +305,33 @@ class PeerConnectionHandler:
         if answers.answers:
             self._rounds.append(answers)
             answers.seal()
+
+    def _bundle(self, frame: Frame, slot: Slot, protocol: int, batched: bool, now: float) -> None:
+        """Start a bundle frame's requests; ``slot`` gets their replies, joined in order."""
+        requests = self._payloads.parse_many(frame.payload, MAX_BUNDLE)
+        run = self._run
+        gate = self.local
+        deadline = now + self.timeout
+        if requests is None:
+            slot.set(_NOT_A_BUNDLE)
+            return
+        if frame.type is MessageType.REQ and batched:
+            if run.items and run.protocol != protocol:
+                run.flush(gate.pool, deadline)
+            run.protocol = protocol
+            run.items.append((frame.payload, len(requests), slot))
+            return
+        run.flush(gate.pool, deadline)  # keeps the datastore order of the frames
+        joined = Gather(slot)
+        for args in requests:
+            raw = encode_command(args)
+            if frame.type is MessageType.REQ:
+                spec = lookup(args[0])
+                write = spec is None or spec.is_write(args)
+                gate.send(0, protocol, raw, joined.slot(), deadline, write)
+            else:
+                self.coordinator.handle_forward(args, raw, protocol, joined.slot(), now)
+        joined.seal()
 
     def round_done(self) -> None:
         self._writer.unpark()

@@ -523,3 +523,30 @@ class PayloadParser:
         except TypeError:
             return None
         return args
+
+    def parse_many(self, payload: bytes, most: int) -> list[list[bytes]] | None:
+        """The requests of a bundle: 1 to ``most`` well-formed multibulks, nothing else.
+
+        None for anything else (a partial or malformed request, leftovers, a
+        non-multibulk, more than ``most``); the reader then starts clean.
+        """
+        if payload[:1] != b"*" or _HUGE_COUNT.search(payload) is not None:
+            return None
+        reader = self._reader
+        reader.feed(payload)
+        requests: list[list[bytes]] = []
+        # has_data() before each gets(): a gets() that returns False has
+        # swallowed a partial request into the reader's state.
+        try:
+            while reader.has_data() and len(requests) <= most:
+                args = reader.gets()
+                if not isinstance(args, list) or not args:
+                    raise TypeError  # partial (False), or not a multibulk
+                b"".join(args)  # TypeError unless a flat list of bulk strings
+                requests.append(args)
+        except (hiredis.ProtocolError, TypeError):
+            requests = []
+        if not requests or len(requests) > most or reader.has_data():
+            self._reader = hiredis.Reader()
+            return None
+        return requests
