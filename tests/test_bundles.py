@@ -20,12 +20,13 @@ import trio
 
 from trinomite import DatastoreSpec, HostPort, Node, open_node
 from trinomite.admin.api import NodeState
-from trinomite.cluster.quorum import NO_QUORUM
+from trinomite.cluster.quorum import NO_QUORUM, EachQuorum
+from trinomite.cluster.routing import Mode
 from trinomite.config.model import Consistency
 from trinomite.errors import NodeError, redis_error
 from trinomite.net.slots import ReplySink
-from trinomite.peering.batches import BatchLeg, Encoded, PairRun, split_leg_reply
-from trinomite.peering.collectors import ClusterCounters, PairQuorum
+from trinomite.peering.batches import BatchLeg, CopyRun, Encoded, PairRun, split_leg_reply
+from trinomite.peering.collectors import ClusterCounters, PairQuorum, Swallow
 from trinomite.peering.pools import PeerConnection
 from trinomite.protocol.peer import (
     FLAG_BUNDLE,
@@ -238,7 +239,7 @@ async def test_a_batch_leg_to_a_peer_without_bundles_goes_frame_by_frame() -> No
     got: list[list[bytes]] = []
 
     class Run(PairRun):
-        def arrive(self, parts: list[bytes]) -> None:
+        def arrive(self, parts: list[bytes], local: bool) -> None:
             got.append(parts)
 
     with trio.fail_after(WAIT):
@@ -253,7 +254,7 @@ async def test_a_batch_leg_to_a_peer_without_bundles_goes_frame_by_frame() -> No
 
             await wait_until(up, "the link to come up")
             requests = [[b"GET", b"k%d" % i] for i in range(3)]
-            run = Run(Sink(), [False] * 3, ClusterCounters(), safe=False)
+            run = Run(Sink(), [False] * 3, ClusterCounters(), Mode.QUORUM)
             leg = BatchLeg(run, Encoded(requests), None, "peer", MessageType.REQ, 0)
             joined = b"".join(map(encode_command, requests))
             deadline = trio.current_time() + 5
@@ -298,15 +299,53 @@ def test_pair_run_decides_every_request_as_pair_quorum_does(safe: bool) -> None:
         expected.append(sink.replies[0])
     sink = Sink()
     counted = ClusterCounters()
-    run = PairRun(sink, writes, counted, safe)
-    run.arrive([one for one, _ in pairs])
+    run = PairRun(sink, writes, counted, Mode.SAFE if safe else Mode.QUORUM)
+    run.arrive([one for one, _ in pairs], True)
     assert not sink.replies  # one leg is not a quorum of two
-    run.arrive([two for _, two in pairs])
-    run.arrive([two for _, two in pairs])  # a late duplicate changes nothing
+    run.arrive([two for _, two in pairs], False)
+    run.arrive([two for _, two in pairs], False)  # a late duplicate changes nothing
     assert sink.replies == [b"".join(expected)]
     assert counted == reference
     if safe:
         assert NO_QUORUM in expected
+
+
+@pytest.mark.parametrize("local_first", [False, True])
+def test_pair_run_at_dc_each_decides_as_each_quorum_does(local_first: bool) -> None:
+    """Two DCs of one rack: EachQuorum with one replica per DC, per request."""
+    pairs = list(itertools.product(REPLIES, repeat=2))  # (local's reply, remote's reply)
+    expected = []
+    for mine, theirs in pairs:
+        each = EachQuorum({"dc1": 1, "dc2": 1}, "dc1", multikey=False)
+        order = [("dc1", mine), ("dc2", theirs)]
+        if not local_first:
+            order.reverse()
+        results = [each.add(dc, reply) for dc, reply in order]
+        expected.append(next(r for r in results if r is not None))
+    sink = Sink()
+    counted = ClusterCounters()
+    run = PairRun(sink, [True] * len(pairs), counted, Mode.EACH)
+    local = [mine for mine, _ in pairs]
+    remote = [theirs for _, theirs in pairs]
+    if local_first:
+        run.arrive(local, True)
+        run.arrive(remote, False)
+    else:
+        run.arrive(remote, False)
+        run.arrive(local, True)
+    assert sink.replies == [b"".join(expected)]
+    assert counted == ClusterCounters()  # EachLeg counts no quorum failures either
+
+
+def test_copy_run_counts_errors_as_swallow_does() -> None:
+    counted = ClusterCounters()
+    CopyRun([True] * len(REPLIES), counted).arrive(REPLIES, False)
+    reference = ClusterCounters()
+    swallow = Swallow(reference)
+    for reply in REPLIES:
+        swallow.set(reply)
+    assert counted == reference
+    assert counted.peer_forward_error == 2
 
 
 def test_split_leg_reply() -> None:
@@ -342,14 +381,14 @@ def test_a_batch_leg_hints_exactly_the_writes_it_missed() -> None:
     timeout = redis_error(NodeError.PEER_TIMEOUT)
     store = Recorder(pending=False)
     sink: ReplySink = Sink()
-    run = PairRun(sink, writes, ClusterCounters(), safe=False)
+    run = PairRun(sink, writes, ClusterCounters(), Mode.QUORUM)
     leg = BatchLeg(run, Encoded(requests), store, "p", MessageType.REQ, 0)  # type: ignore[arg-type]
     leg.set_parts([timeout, timeout, b"+OK\r\n", b"-WRONGTYPE x\r\n"])
     # The read's miss is no hint; a write's other error is not a miss.
     assert store.added == [("p", MessageType.REQ, 0, encode_command(requests[0]))]
     # While the peer has hints, applied live writes mark their keys.
     store = Recorder(pending=True)
-    run = PairRun(Sink(), writes, ClusterCounters(), safe=False)
+    run = PairRun(Sink(), writes, ClusterCounters(), Mode.QUORUM)
     leg = BatchLeg(run, Encoded(requests), store, "p", MessageType.REQ, 0)  # type: ignore[arg-type]
     leg.set(b"+OK\r\n$1\r\n1\r\n+OK\r\n+OK\r\n")
     assert store.overwrites == [("p", b"a"), ("p", b"b"), ("p", b"c")]

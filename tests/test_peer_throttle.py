@@ -1,4 +1,4 @@
-"""conn_msg_rate: remote-DC links send at most that many frames per second, in order."""
+"""conn_msg_rate: remote-DC links send at most that many requests per second, in order."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ async def test_remote_dc_links_are_throttled_but_lose_nothing():
         assert near.node is not None
         link = near.node.peers.pools[f"127.0.0.1:{far.peer_port}"].connections[0]
         assert link.throttled > 0
+        # The copies went as bundles of at most RATE requests, one token each.
+        assert link.bundles
+        assert link.bundled_requests == WRITES
+        assert link.bundles_sent == -(-WRITES // RATE)
         # A one-second burst allowance, then RATE per second.
         assert elapsed >= (WRITES - RATE) / RATE * 0.9
         assert await in_thread(far_client.get, f"k{WRITES - 1}") == str(WRITES - 1).encode()

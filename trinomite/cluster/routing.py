@@ -84,8 +84,9 @@ class Plan:
     #: How many targets are counted (precomputed: plans are cached and reused).
     counted_replies: int = 0
     #: The other replica when the plan is a quorum of exactly this node and one
-    #: same-DC peer, both counted, nothing else (two racks): such requests can
-    #: be collected per run (``peering.batches.PairRun``).
+    #: peer, both counted, nothing else (two racks, or two DCs of one rack at
+    #: DC_EACH_SAFE_QUORUM): such requests are collected per run
+    #: (``peering.batches.PairRun``).
     pair: Target | None = None
 
     @property
@@ -158,7 +159,7 @@ def plan(
     counted_replies = sum(1 for t in targets if t.counted)
     pair = None
     if (
-        mode in (Mode.QUORUM, Mode.SAFE)
+        mode is not Mode.ONE
         and len(targets) == 2
         and counted_replies == 2
         and targets[0].peer.local != targets[1].peer.local

@@ -34,15 +34,16 @@ it (``note_write_reply``), the local leg's under ``LOCAL_HINTS``.
 from __future__ import annotations
 
 from ..cluster.quorum import NO_QUORUM
+from ..cluster.routing import Mode
 from ..errors import NodeError, redis_error
-from ..hints.replay import note_write_reply
+from ..hints.replay import LOCAL_HINTS, note_write_reply
 from ..hints.store import HintStore
 from ..net.slots import PartsSink, ReplySink
 from ..protocol.replies import is_error, split_replies
 from ..protocol.requests import encode_command
 from .collectors import ClusterCounters
 
-__all__ = ["UNSPLIT_REPLY", "BatchLeg", "Encoded", "PairRun", "split_leg_reply"]
+__all__ = ["UNSPLIT_REPLY", "BatchLeg", "CopyRun", "Encoded", "PairRun", "split_leg_reply"]
 
 UNSPLIT_REPLY = redis_error(NodeError.PEER_PROTOCOL)
 
@@ -91,30 +92,51 @@ class Encoded:
 
 
 class PairRun:
-    """The client replies of n two-replica quorum requests, from two batch legs."""
+    """The client replies of n two-replica requests, from two batch legs.
 
-    __slots__ = ("counters", "first", "safe", "sink", "writes")
+    ``mode`` is the plan's: ``Mode.QUORUM`` and ``Mode.SAFE`` decide as
+    ``PairQuorum``; ``Mode.EACH`` (one replica in each of two DCs) as
+    ``EachQuorum`` does with one replica per DC: the first error, else the
+    local DC's reply, and no non-quorum counts (as ``EachLeg``).
+    """
+
+    __slots__ = ("counters", "first", "first_local", "mode", "sink", "writes")
 
     def __init__(
-        self, sink: ReplySink, writes: list[bool], counters: ClusterCounters, safe: bool
+        self, sink: ReplySink, writes: list[bool], counters: ClusterCounters, mode: Mode
     ) -> None:
         self.sink = sink
         self.writes = writes
         self.counters = counters
-        self.safe = safe
+        self.mode = mode
         #: The first leg's replies; [] once decided.
         self.first: list[bytes] | None = None
+        self.first_local = False
 
-    def arrive(self, parts: list[bytes]) -> None:
+    def arrive(self, parts: list[bytes], local: bool) -> None:
         first = self.first
         if first is None:
             self.first = parts
+            self.first_local = local
             return
         if not first:
             return  # decided already: a late duplicate
         self.first = []
-        safe = self.safe
-        out: list[bytes] = []
+        mode = self.mode
+        if mode is Mode.EACH:
+            own = parts if local else first
+            out = []
+            for one, two, mine in zip(first, parts, own, strict=True):
+                if one[:1] in (b"-", b"!"):
+                    out.append(one)
+                elif two[:1] in (b"-", b"!"):
+                    out.append(two)
+                else:
+                    out.append(mine)
+            self.sink.set(b"".join(out))
+            return
+        safe = mode is Mode.SAFE
+        out = []
         failed_writes = failed_reads = 0
         for index, (one, two) in enumerate(zip(first, parts, strict=True)):
             if one[:1] in (b"-", b"!"):
@@ -138,6 +160,23 @@ class PairRun:
         self.sink.set(b"".join(out))
 
 
+class CopyRun:
+    """The replies of n copies nobody waits for (DC_ONE writes' other replicas).
+
+    As ``Swallow``: errors are counted; the leg's hints are its ``BatchLeg``'s.
+    """
+
+    __slots__ = ("counters", "writes")
+
+    def __init__(self, writes: list[bool], counters: ClusterCounters) -> None:
+        self.writes = writes
+        self.counters = counters
+
+    def arrive(self, parts: list[bytes], local: bool) -> None:
+        errors = sum(1 for reply in parts if reply[:1] in (b"-", b"!"))
+        self.counters.peer_forward_error += errors
+
+
 class BatchLeg(PartsSink):
     """One replica's leg of a ``PairRun``: n requests, their n replies together.
 
@@ -146,11 +185,11 @@ class BatchLeg(PartsSink):
     per request for a peer that gets them as separate frames.
     """
 
-    __slots__ = ("flags", "got", "hints", "kind", "missing", "peer", "raws", "run")
+    __slots__ = ("flags", "got", "hints", "kind", "local", "missing", "peer", "raws", "run")
 
     def __init__(
         self,
-        run: PairRun,
+        run: PairRun | CopyRun,
         raws: Encoded,
         hints: HintStore | None,
         peer: str,
@@ -164,6 +203,7 @@ class BatchLeg(PartsSink):
         self.peer = peer
         self.kind = kind
         self.flags = flags
+        self.local = peer == LOCAL_HINTS  # this node's own datastore leg
         self.got: list[bytes | None] | None = None  # per-request replies, see part()
         self.missing = 0
 
@@ -182,7 +222,7 @@ class BatchLeg(PartsSink):
                 if writes[index] and (reply[:1] == b"-" or pending(peer)):
                     raw = self.raws[index]
                     note_write_reply(hints, peer, self.kind, self.flags, raw, reply)
-        self.run.arrive(parts)
+        self.run.arrive(parts, self.local)
 
     def part(self, index: int) -> ReplySink:
         """The sink of request ``index`` sent on its own (all parts: ``set_parts``)."""

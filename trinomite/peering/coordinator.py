@@ -48,7 +48,7 @@ from ..protocol.commands import BY_BYTES, COMMANDS, CommandSpec, Route, extract_
 from ..protocol.peer import FLAG_RESP3, MAX_BUNDLE, MessageType
 from ..protocol.requests import encode_command
 from ..ring.topology import LOCAL_TOKEN, Topology
-from .batches import BatchLeg, Encoded, PairRun
+from .batches import BatchLeg, CopyRun, Encoded, PairRun
 from .collectors import (
     ClusterCounters,
     EachLeg,
@@ -84,6 +84,16 @@ WRITE_EXTRA = 20.0
 
 
 _SMEMBERS = COMMANDS["smembers"]
+
+
+class _Copies:
+    """A local group's copies for one peer, sent as one batch leg."""
+
+    __slots__ = ("requests", "target")
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.requests: list[list[bytes]] = []
 
 
 class Coordinator:
@@ -157,7 +167,8 @@ class Coordinator:
         whole run, and nothing is re-encoded.
         """
         grouping = self.local.state is NodeState.NORMAL  # else the gate sees each one
-        group: list[bytes] = []
+        group: list[list[bytes]] = []  # requests the local datastore's reply answers
+        copies: dict[str, _Copies] = {}  # the group's copies for other replicas, by peer
         legs: list[RunItem] = []
         peer_legs: dict[str, list[PeerLeg]] = {}
         self._peer_legs = peer_legs
@@ -165,65 +176,76 @@ class Coordinator:
             self._legs = legs
         plain = not self.read_repairs  # no versioned writes or repair reads to build
         read_level, write_level = session.read_consistency, session.write_consistency
-        # The pending batch of two-replica quorum requests (see peering.batches).
+        # The pending batch of two-replica requests (see peering.batches).
         pair: Target | None = None
-        pair_safe = False
+        pair_mode = Mode.QUORUM
         raws: list[list[bytes]] = []  # the batch's requests (encoded when it is sent)
         writes: list[bool] = []
-        whole = len(run)  # a batch of them all may be sent as ``blob``
-        if blob is None:
-            whole = -1
+        whole = len(run) if blob is not None else -1  # a batch of all: sent as ``blob``
         try:
             for args in run:
                 spec = BY_BYTES.get(args[0]) or lookup(args[0])
                 assert spec is not None
                 if plain and spec.keys == "1" and spec.route is Route.KEY and spec is not _SMEMBERS:
-                    # The common quorum request: one key, routed by it alone.
+                    # The common request: one key, routed by it alone.
                     write = spec.is_write(args)
                     level = write_level if write else read_level
+                    token = self._key_token(args[1])
+                    if grouping and token >= 0:
+                        chosen = self._plan(token, write, level)
+                        if chosen.local_one:  # DC_ONE, answered here: joins the local group
+                            if raws:
+                                self._pairs(session, pair, pair_mode, raws, writes, gather, now)
+                                raws, writes = [], []
+                            group.append(args)
+                            if len(chosen.targets) > 1 or chosen.dropped_dcs:
+                                self._copy(session, chosen, token, args, copies)
+                            continue
+                        other = chosen.pair
+                        if other is not None:
+                            if group:
+                                self._local_run(session, group, copies, gather.slot(), now)
+                                group = []
+                            mode = chosen.mode
+                            if raws and (
+                                other.peer is not pair.peer  # type: ignore[union-attr]
+                                or mode is not pair_mode
+                                or len(raws) == MAX_BUNDLE
+                            ):
+                                self._pairs(session, pair, pair_mode, raws, writes, gather, now)
+                                raws, writes = [], []
+                            pair, pair_mode = other, mode
+                            raws.append(args)
+                            writes.append(write)
+                            continue
                     if level is not Consistency.DC_ONE:
-                        if group:
-                            self._local_run(session, group, gather.slot(), now)
-                            group = []
-                        token = self._key_token(args[1])
-                        if grouping and token >= 0:
-                            chosen = self._plan(token, write, level)
-                            other = chosen.pair
-                            if other is not None:
-                                safe = chosen.mode is Mode.SAFE
-                                if raws and (
-                                    other.peer is not pair.peer  # type: ignore[union-attr]
-                                    or safe is not pair_safe
-                                    or len(raws) == MAX_BUNDLE
-                                ):
-                                    self._pairs(session, pair, pair_safe, raws, writes, gather, now)
-                                    raws, writes = [], []
-                                pair, pair_safe = other, safe
-                                raws.append(args)
-                                writes.append(write)
-                                continue
                         if raws:
-                            self._pairs(session, pair, pair_safe, raws, writes, gather, now)
+                            self._pairs(session, pair, pair_mode, raws, writes, gather, now)
                             raws, writes = [], []
+                        if group:
+                            self._local_run(session, group, copies, gather.slot(), now)
+                            group = []
                         encoded = encode_command(args)
                         self.replicate(session, token, encoded, write, level, gather.slot(), now)
                         continue
                 if raws:
-                    self._pairs(session, pair, pair_safe, raws, writes, gather, now)
+                    self._pairs(session, pair, pair_mode, raws, writes, gather, now)
                     raws, writes = [], []
-                raw = self._answered_locally(session, spec, args, now) if grouping else None
-                if raw is not None:
-                    group.append(raw)
+                if copies:  # before any other leg to their peers
+                    self._send_copies(session, copies, now)
+                if grouping and self._answered_locally(session, spec, args, now):
+                    group.append(args)
                     continue
                 if group:
-                    self._local_run(session, group, gather.slot(), now)
+                    self._local_run(session, group, copies, gather.slot(), now)
                     group = []
                 self.route(session, spec, args, gather.slot(), now)
             if raws:
                 joined = blob if len(raws) == whole else None
-                self._pairs(session, pair, pair_safe, raws, writes, gather, now, joined)
+                self._pairs(session, pair, pair_mode, raws, writes, gather, now, joined)
             if group:
-                self._local_run(session, group, gather.slot(), now)
+                joined = blob if len(group) == whole else None
+                self._local_run(session, group, copies, gather.slot(), now, joined)
         finally:
             self._legs = None
             self._peer_legs = None
@@ -232,11 +254,56 @@ class Coordinator:
         for name, these in peer_legs.items():
             self.peers.send_many(name, session.id, these)
 
+    def _copy(
+        self,
+        session: Caller,
+        chosen: Plan,
+        token: int,
+        args: list[bytes],
+        copies: dict[str, _Copies],
+    ) -> None:
+        """A local-group request's legs to other replicas, into ``copies`` (DC_ONE writes)."""
+        if chosen.remote_failovers or chosen.dropped_dcs:
+            self._account(chosen)
+        if chosen.dropped_dcs:
+            self._hint_dropped(chosen, token, encode_command(args), session)
+        for target in chosen.targets[1:]:
+            batch = copies.get(target.peer.name)
+            if batch is None:  # a peer's message type is its DC's: one batch per peer
+                batch = copies[target.peer.name] = _Copies(target)
+            batch.requests.append(args)
+
+    def _send_copies(self, session: Caller, copies: dict[str, _Copies], now: float) -> None:
+        """Send the pending copies, one batch leg per peer, and forget them."""
+        assert self._peer_legs is not None
+        hints = self.hints
+        flags = FLAG_RESP3 if session.protocol == 3 else 0
+        local_dc = self.topology.local.dc
+        for name, batch in copies.items():
+            target = batch.target
+            requests = batch.requests
+            count = len(requests)
+            raws = Encoded(requests)
+            writes = [True] * count
+            if hints is not None and hints.has_pending(name):
+                for index in range(count):
+                    self._overtakes(name, raws[index])
+            leg = BatchLeg(CopyRun(writes, self.counters), raws, hints, name, target.kind, flags)
+            extra = SAME_DC_EXTRA if target.dc == local_dc else REMOTE_DC_EXTRA
+            deadline = now + self.timeout + extra + WRITE_EXTRA
+            self.counters.peer_requests += count
+            entry = (target.kind, raws.joined(), leg, deadline, flags)
+            if (these := self._peer_legs.get(name)) is None:
+                self._peer_legs[name] = [entry]
+            else:
+                these.append(entry)
+        copies.clear()
+
     def _pairs(
         self,
         session: Caller,
         target: Target | None,
-        safe: bool,
+        mode: Mode,
         requests: list[list[bytes]],
         writes: list[bool],
         gather: Gather,
@@ -250,7 +317,7 @@ class Coordinator:
         assert target is not None
         assert self._legs is not None
         assert self._peer_legs is not None
-        run = PairRun(gather.slot(), writes, self.counters, safe)
+        run = PairRun(gather.slot(), writes, self.counters, mode)
         name = target.peer.name
         flags = FLAG_RESP3 if session.protocol == 3 else 0
         hints = self.hints if True in writes else None
@@ -266,7 +333,9 @@ class Coordinator:
         local = BatchLeg(run, raws, hints, LOCAL_HINTS, MessageType.REQ, 0)
         self._legs.append((joined, count, local))
         leg = BatchLeg(run, raws, hints, name, target.kind, flags)
-        extra = SAME_DC_EXTRA + (WRITE_EXTRA if True in writes else 0)
+        extra = SAME_DC_EXTRA if target.dc == self.topology.local.dc else REMOTE_DC_EXTRA
+        if True in writes:
+            extra += WRITE_EXTRA
         self.counters.peer_requests += count
         entry = (target.kind, joined, leg, now + self.timeout + extra, flags)
         if (these := self._peer_legs.get(name)) is None:
@@ -366,38 +435,38 @@ class Coordinator:
 
     def _answered_locally(
         self, session: Caller, spec: CommandSpec, args: list[bytes], now: float
-    ) -> bytes | None:
-        """The request's bytes if its client reply is the local datastore's alone.
+    ) -> bool:
+        """Whether the request's client reply is the local datastore's alone.
 
         Its other legs (uncounted copies to other racks and DCs) are sent here;
-        the caller sends the returned bytes to the local datastore.
+        the caller sends the request to the local datastore.
         """
         route = spec.route
         if route is Route.LOCAL:
-            return encode_command(args)
+            return True
         if route is not Route.KEY and route is not Route.RACK:
-            return None
+            return False
         write = spec.is_write(args)
         if write and self.read_repairs and versioned_kind(spec.name, args) == "write":
-            return None  # route() stamps it with a version
+            return False  # route() stamps it with a version
         if route is not Route.RACK:
             level = session.write_consistency if write else session.read_consistency
             if level is not Consistency.DC_ONE:
-                return None  # checked first: route() will hash the key itself
+                return False  # checked first: route() will hash the key itself
         keys = extract_keys(spec, args)
         token = self._key_token(keys[0]) if keys else LOCAL_TOKEN
         if token < 0:
-            return encode_command(args)  # key-less or an empty hashed key: local, as route()
+            return True  # key-less or an empty hashed key: local, as route()
         chosen = self._plan(token, write, Consistency.DC_ONE)
         if not chosen.local_one:
-            return None
+            return False
         self._account(chosen)
         raw = encode_command(args)
         if chosen.dropped_dcs:
             self._hint_dropped(chosen, token, raw, session)
         for target in chosen.targets[1:]:
             self._send(session, target, raw, self._swallow, write, now)
-        return raw
+        return True
 
     def _key_token(self, key: bytes) -> int:
         """``topology.token(key)``, remembered for the last key object hashed.
@@ -410,8 +479,19 @@ class Coordinator:
             self._last_token = self.topology.token(key)
         return self._last_token
 
-    def _local_run(self, session: Caller, group: list[bytes], sink: ReplySink, now: float) -> None:
-        raw = b"".join(group)
+    def _local_run(
+        self,
+        session: Caller,
+        group: list[list[bytes]],
+        copies: dict[str, _Copies],
+        sink: ReplySink,
+        now: float,
+        joined: bytes | None = None,
+    ) -> None:
+        """Send a local group (``joined``: its exact encoding, if known) and its copies."""
+        if copies:
+            self._send_copies(session, copies, now)
+        raw = joined if joined is not None else b"".join(map(encode_command, group))
         if self._legs is not None:
             self._legs.append((raw, len(group), sink))
             return

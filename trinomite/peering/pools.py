@@ -107,14 +107,15 @@ class _Pending:
             self.sink.set(reply)
 
 
-def _one_per_request(legs: list[PeerLeg]) -> list[PeerLeg]:
-    """``legs`` with each batch leg (``BatchLeg``) as one leg per request."""
-    if not any(isinstance(leg[2], BatchLeg) for leg in legs):
+def _one_per_request(legs: list[PeerLeg], over: int = 1) -> list[PeerLeg]:
+    """``legs`` with each batch leg (``BatchLeg``) of more than ``over`` requests
+    as one leg per request."""
+    if not any(isinstance(leg[2], BatchLeg) and len(leg[2].raws) > over for leg in legs):
         return legs
     out: list[PeerLeg] = []
     for leg in legs:
         kind, _, sink, deadline, flags = leg
-        if isinstance(sink, BatchLeg):
+        if isinstance(sink, BatchLeg) and len(sink.raws) > over:
             raws = sink.raws
             out += [(kind, raws[i], sink.part(i), deadline, flags) for i in range(len(raws))]
         else:
@@ -123,16 +124,29 @@ def _one_per_request(legs: list[PeerLeg]) -> list[PeerLeg]:
 
 
 class _Bundle:
-    """The sink of a bundle frame: its reply, split back to each request's sink."""
+    """The sink of a bundle frame: its reply, split back to each leg's sink.
 
-    __slots__ = ("sinks",)
+    ``sinks`` are the legs in order; a ``BatchLeg`` stands for its requests
+    and gets their replies together (``set_parts``).
+    """
 
-    def __init__(self, sinks: list[ReplySink]) -> None:
+    __slots__ = ("sinks", "total")
+
+    def __init__(self, sinks: list[ReplySink], total: int) -> None:
         self.sinks = sinks
+        self.total = total
 
     def set(self, reply: bytes) -> None:
-        for sink, part in zip(self.sinks, split_leg_reply(reply, len(self.sinks)), strict=True):
-            sink.set(part)
+        parts = split_leg_reply(reply, self.total)
+        at = 0
+        for sink in self.sinks:
+            if isinstance(sink, BatchLeg):
+                size = len(sink.raws)
+                sink.set_parts(parts[at : at + size])
+                at += size
+            else:
+                sink.set(parts[at])
+                at += 1
 
 
 class PeerConnection(Link):
@@ -208,6 +222,8 @@ class PeerConnection(Link):
         self._deadlines: list[tuple[float, int, _Pending]] = []
         #: The peer answered this connection's hello: legs may go as bundles.
         self.bundles = False
+        #: On a throttled link, the requests each outbox entry holds.
+        self._sizes: list[int] = []
         #: Bundle frames sent, and the requests they carried.
         self.bundles_sent = 0
         self.bundled_requests = 0
@@ -258,7 +274,7 @@ class PeerConnection(Link):
 
     def submit_many(self, legs: list[PeerLeg]) -> bool:
         """Send several requests as one write; False (nothing sent) while unreachable."""
-        if self.bundles and not self.rate:
+        if self.bundles:
             return self._submit_bundles(legs)
         legs = _one_per_request(legs)
         if self.rate:  # the throttle counts outbox entries as frames: one each
@@ -286,56 +302,81 @@ class PeerConnection(Link):
         if not self._enqueue(blob):
             self.dropped += requests
             return False
+        self._track(entries, requests, len(blob))
+        return True
+
+    def _track(self, entries: list[_Pending], requests: int, size: int) -> None:
+        """Queued frames of ``entries``: count them, await their replies and deadlines."""
         self.requests += requests
-        self.request_bytes += len(blob)
+        self.request_bytes += size
         self._inflight.extend(entries)
         deadlines = self._live_deadlines()
         push = heapq.heappush
         for entry in entries:
             push(deadlines, (entry.deadline, entry.msg_id, entry))
-        return True
 
     def _submit_bundles(self, legs: list[PeerLeg]) -> bool:
-        """``submit_many`` to a trinomite peer: runs of like legs as bundle frames."""
+        """``submit_many`` to a trinomite peer: runs of like legs as bundle frames.
+
+        Consecutive legs of one message type and flags share a bundle of up to
+        ``MAX_BUNDLE`` requests (a batch leg counts as its requests); on a
+        throttled link a bundle is at most ``rate`` requests and spends one
+        token per request.
+        """
         ids = self._ids
         template = self._template
-        parts: list[bytes] = []
+        rate = self.rate
+        limit = min(MAX_BUNDLE, rate) if rate else MAX_BUNDLE
+        if rate:
+            legs = _one_per_request(legs, limit)
+        frames: list[bytes] = []
+        sizes: list[int] = []
         entries: list[_Pending] = []
         now = trio.current_time()
         count = len(legs)
-        requests = 0
         start = 0
         while start < count:
             kind, payload, sink, deadline, flags = legs[start]
+            total = len(sink.raws) if isinstance(sink, BatchLeg) else 1
             stop = start + 1
-            size = 1
-            if isinstance(sink, BatchLeg):  # a batch is a bundle already
-                size = len(sink.raws)
-            else:
-                limit = min(count, start + MAX_BUNDLE)
-                while (
-                    stop < limit
-                    and legs[stop][0] is kind
-                    and legs[stop][4] == flags
-                    and not isinstance(legs[stop][2], BatchLeg)
-                ):
-                    deadline = max(deadline, legs[stop][3])
-                    stop += 1
-                if stop - start > 1:
-                    size = stop - start
-                    payload = b"".join([leg[1] for leg in legs[start:stop]])
-                    sink = _Bundle([leg[2] for leg in legs[start:stop]])
-            if size > 1:
+            while stop < count and legs[stop][0] is kind and legs[stop][4] == flags:
+                other = legs[stop][2]
+                size = len(other.raws) if isinstance(other, BatchLeg) else 1
+                if total + size > limit:
+                    break
+                total += size
+                deadline = max(deadline, legs[stop][3])
+                stop += 1
+            if stop - start > 1:
+                payload = b"".join([leg[1] for leg in legs[start:stop]])
+                sink = _Bundle([leg[2] for leg in legs[start:stop]], total)
+            if total > 1:
                 flags |= FLAG_BUNDLE
                 self.bundles_sent += 1
-                self.bundled_requests += size
-            requests += size
+                self.bundled_requests += total
             msg_id = next(ids)
-            parts.append(template(kind, flags) % (msg_id, len(payload)))
-            parts.append(payload)
+            frames.append(template(kind, flags) % (msg_id, len(payload)) + payload)
+            sizes.append(total)
             entries.append(_Pending(msg_id, sink, deadline, now))
             start = stop
-        return self._queue(b"".join(parts), entries, requests)
+        requests = sum(sizes)
+        if not rate:
+            return self._queue(b"".join(frames), entries, requests)
+        if not self._enqueue(frames[0], sizes[0]):
+            self.dropped += requests
+            return False
+        for frame, size in zip(frames[1:], sizes[1:], strict=True):
+            self._enqueue(frame, size)  # no await since the first: the link is still up
+        self._track(entries, requests, sum(map(len, frames)))
+        return True
+
+    def _enqueue(self, data: bytes, size: int = 1) -> bool:
+        """``Link._enqueue``; on a throttled link ``size`` is the requests ``data`` holds."""
+        if not super()._enqueue(data):
+            return False
+        if self.rate:
+            self._sizes.append(size)
+        return True
 
     @property
     def throttled_link(self) -> bool:
@@ -345,8 +386,9 @@ class PeerConnection(Link):
         if not self.rate:
             await super()._write_requests(stream)
             return
-        # A token bucket refilled continuously at ``rate`` frames per second and
-        # holding at most one second's worth, as Dynomite's dnode_req_send_next.
+        # A token bucket refilled continuously at ``rate`` requests per second
+        # and holding at most one second's worth, as Dynomite's
+        # dnode_req_send_next; a bundle spends one token per request.
         tokens = float(self.rate)
         last = trio.current_time()
         while True:
@@ -356,13 +398,18 @@ class PeerConnection(Link):
             now = trio.current_time()
             tokens = min(float(self.rate), tokens + (now - last) * self.rate)
             last = now
-            if tokens < 1:
+            sizes = self._sizes
+            count = used = 0
+            while count < len(sizes) and used + sizes[count] <= tokens:
+                used += sizes[count]
+                count += 1
+            if not count:
                 self.throttled += 1
-                await trio.sleep((1 - tokens) / self.rate)
+                await trio.sleep((sizes[0] - tokens) / self.rate)
                 continue
-            count = min(len(self._outbox), int(tokens))
             batch, self._outbox = self._outbox[:count], self._outbox[count:]
-            tokens -= count
+            self._sizes = sizes[count:]
+            tokens -= used
             await stream.send_all(b"".join(batch))
 
     async def _read_replies(self, stream: trio.abc.Stream) -> None:
@@ -425,6 +472,7 @@ class PeerConnection(Link):
         inflight, self._inflight = self._inflight, deque()
         self._deadlines = []
         self._outbox = []
+        self._sizes = []
         for entry in inflight:
             entry.finish(reply)
 
