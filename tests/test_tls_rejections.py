@@ -193,10 +193,10 @@ async def test_plaintext_request_across_datacenters_is_refused_with_the_reason(t
         ) as cluster:
             a, b = cluster.node("dc1", "r1"), cluster.node("dc2", "r1")
             # All nodes share 127.0.0.1, so dc1 cannot tell a silent plaintext caller
-            # from a same-DC one; its first frame says it comes from another DC.
-            await wait_for(lambda: node_of(b).peers.is_up(peer_name(a)), "dc2's link up")
+            # from a same-DC one; its first frame (the link's hello) says it comes
+            # from another DC, so the link is refused as soon as it opens.
             client = b.client()
-            await in_thread(client.set, "k", "v")  # replicated to dc1: refused there
+            await in_thread(client.set, "k", "v")  # acked in dc2 (DC_ONE); dc1 refuses
             await wait_for(lambda: link_failures(b, a) >= 1, "dc2 to hear the refusal")
             await wait_for(lambda: inbound_failures(a) >= 1, "dc1 to count it")
             assert_counted(b, a, down=False)  # it reconnects, to be refused again
