@@ -191,9 +191,13 @@ class PlanCache:
         self, token: int, *, write: bool, level: Consistency, is_up: Callable[[str], bool]
     ) -> Plan:
         """``plan(self.topology, token, ...)``, computed once per segment until ``clear``."""
-        segment = bisect.bisect_left(self._bounds, token)
-        if segment == len(self._bounds):
-            segment = 0  # past the last token: the ring wraps to the first owner
+        bounds = self._bounds
+        if len(bounds) == 1:
+            segment = 0  # one token in all: a single segment, the whole ring
+        else:
+            segment = bisect.bisect_left(bounds, token)
+            if segment == len(bounds):
+                segment = 0  # past the last token: the ring wraps to the first owner
         key = (segment, write, level)
         found = self._plans.get(key)
         if found is None:

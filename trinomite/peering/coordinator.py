@@ -110,9 +110,11 @@ class Coordinator(Legs):
             for args in run:
                 spec = BY_BYTES.get(args[0]) or lookup(args[0])
                 assert spec is not None
-                if plain and spec.keys == "1" and spec.route is Route.KEY and spec is not _SMEMBERS:
+                if plain and spec.one_key:
                     # The common request: one key, routed by it alone.
-                    write = spec.is_write(args)
+                    write = spec.writes
+                    if write is None:
+                        write = spec.is_write(args)
                     level = write_level if write else read_level
                     token = self._key_token(args[1])
                     if grouping and token >= 0:

@@ -40,6 +40,7 @@ from ..hints.store import HintStore
 from ..net.slots import Gather, ReplySink
 from ..protocol.peer import FLAG_RESP3, MessageType
 from ..protocol.requests import encode_command
+from ..ring.hashing import tagged
 from ..ring.topology import LOCAL_TOKEN, Topology
 from .batches import BatchLeg, CopyRun, Encoded, PairRun
 from .collectors import ClusterCounters, Swallow
@@ -217,7 +218,12 @@ class Legs:
         """
         if key is not self._last_key:
             self._last_key = key
-            self._last_token = self.topology.token(key)
+            topology = self.topology
+            if topology.one_owner_per_rack:  # any token routes alike: skip the hash
+                part = tagged(key, topology.hash_tag)
+                self._last_token = 0 if part else LOCAL_TOKEN
+            else:
+                self._last_token = topology.token(key)
         return self._last_token
 
     def _local_run(

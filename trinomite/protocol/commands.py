@@ -103,6 +103,11 @@ class CommandSpec:
     max_args: int = attrs.field(init=False)
     #: True when a request needs no check beyond arity before it is routed.
     plain: bool = attrs.field(init=False)
+    #: One key, and routed by it alone (the coordinator's fast lane; SMEMBERS
+    #: is not, since a safe quorum rewrites it).
+    one_key: bool = attrs.field(init=False)
+    #: ``is_write`` when it does not depend on the arguments, else None.
+    writes: bool | None = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         exact = self.arity > 0
@@ -114,6 +119,10 @@ class CommandSpec:
             and self.name not in LISTING_COMMANDS
         )
         object.__setattr__(self, "plain", plain)
+        one_key = self.keys == "1" and self.route is Route.KEY and self.name != "smembers"
+        object.__setattr__(self, "one_key", one_key)
+        static = None if self.access is Access.READ_UNLESS_STORE else self.access is Access.WRITE
+        object.__setattr__(self, "writes", static)
 
     def arity_ok(self, argc: int) -> bool:
         return self.min_args <= argc <= self.max_args

@@ -27,6 +27,7 @@ Pure code: no I/O, no clock, no trio.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from collections.abc import Callable, Mapping
 
@@ -141,6 +142,16 @@ class Topology:
     @property
     def single_node(self) -> bool:
         return len(self.peers) == 1
+
+    @functools.cached_property
+    def one_owner_per_rack(self) -> bool:
+        """Every rack is one node: every key has the same owners, whatever its token.
+
+        (The commonest Dynomite cluster: each rack a full replica on one node.)
+        Routing then needs only whether a key hashes at all (``LOCAL_TOKEN``),
+        not its token.
+        """
+        return all(len(set(ring.owners)) == 1 for ring in self.all_rings)
 
     def token(self, key: bytes) -> int:
         """The key's ring token (hash of the hash-tagged part of the key).
