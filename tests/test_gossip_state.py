@@ -14,7 +14,7 @@ first second knowing only one seed:
      12     16 rounds        (measured: 7-9)
      48     20 rounds        (measured: 10-11)
 
-A node whose links are cut is DOWN at every other node within T_max = 4.6 s
+A node whose links are cut is DOWN at every other node within T_max = 3.7 s
 of the last heartbeat that reached that node, and within T_max + 3 s of the
 cut (the extra is its last heartbeat spreading by relay).
 """

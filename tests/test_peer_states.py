@@ -49,8 +49,10 @@ def test_encrypted_peer_links_are_not_silently_plaintext(tmp_path):
     assert "python -m trinomite certs shared-key" in str(info.value)
 
 
-def test_settings_for_unbuilt_features_are_announced(caplog):
+def test_gossip_and_seed_provider_settings_take_effect(caplog):
+    """Once announced as unbuilt; now a gossiping node starts JOINING, as a cluster."""
     from trinomite import DatastoreSpec, HostPort, Node, NodeConfig
+    from trinomite.admin.api import NodeState
 
     config = NodeConfig(
         listen=HostPort("127.0.0.1", 0),
@@ -59,8 +61,8 @@ def test_settings_for_unbuilt_features_are_announced(caplog):
         dyn_seed_provider="florida_provider",
         read_repairs_enabled=True,
     )
-    Node(config)
-    text = caplog.text
-    assert "gossip is not implemented yet" in text
-    assert "only simple_provider" in text
-    assert "read repair" not in text  # built now (tests/test_read_repair.py)
+    node = Node(config)
+    assert "not implemented" not in caplog.text
+    assert node.gate.state is NodeState.JOINING  # NORMAL once gossip says it is safe
+    assert node.dispatcher.cluster  # members may join at any time
+    assert node.hints is not None

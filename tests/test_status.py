@@ -72,6 +72,7 @@ def snapshot(**fields: Any) -> dict[str, Any]:
         },
         "client_connections": 5,
         "consistency": {"read": "DC_ONE", "write": "DC_ONE"},
+        "gossip": {"NORMAL": 4},
     }
     message.update(fields)
     return message
@@ -100,10 +101,11 @@ def test_full_snapshot_renders_every_column() -> None:
     table = view.render(120)
     header = table.splitlines()[1].split()
     assert header == [
-        "NODE", "DC/RACK", "STATE", "REQ/S", "P99", "MS", "ERRORS", "PEERS", "HINTS", "FEED"
+        "NODE", "DC/RACK", "STATE", "REQ/S", "P99", "MS", "ERRORS", "PEERS", "HINTS", "GOSSIP",
+        "FEED"
     ]  # fmt: skip
     assert row(table, NODE) == [
-        NODE, "dc1/rack1", "NORMAL", "1523.4", "0.90", "3", "3/3", "12", "ok"
+        NODE, "dc1/rack1", "NORMAL", "1523.4", "0.90", "3", "3/3", "12", "4N", "ok"
     ]  # fmt: skip
     assert "1 node, 1 ok" in table.splitlines()[0]
     assert view.missing() == []
@@ -134,8 +136,8 @@ def test_missing_and_mistyped_fields_render_as_dashes() -> None:
         },
     )
     table = view.render(120)
-    assert row(table, "a:1") == ["a:1", "-", "-", "-", "-", "-", "-", "-", "ok"]
-    assert row(table, "b:2") == ["b:2", "dc2/-", "-", "-", "-", "-", "-", "-", "ok"]
+    assert row(table, "a:1") == ["a:1", "-", "-", "-", "-", "-", "-", "-", "-", "ok"]
+    assert row(table, "b:2") == ["b:2", "dc2/-", "-", "-", "-", "-", "-", "-", "-", "ok"]
 
 
 def test_numeric_state_and_partial_peers() -> None:
@@ -551,7 +553,7 @@ async def test_command_once_against_a_real_cluster() -> None:
     for member, address in zip(members, addresses, strict=True):
         cells = row(table, address)
         assert cells[1:3] == [f"{member.dc}/{member.rack}", "NORMAL"], table
-        assert cells[-3:] == ["2/2", "0", "ok"], table
+        assert cells[-4:] == ["2/2", "0", "-", "ok"], table  # no gossip: "-"
 
 
 def test_no_address_means_the_default_admin_address() -> None:

@@ -300,6 +300,23 @@ def _hints(_node: str, feed: _Feed, _now: float) -> str:
     return "-" if pending is None else f"{pending:.0f}"
 
 
+#: Member states as the GOSSIP column abbreviates them.
+_GOSSIP_STATES = {"NORMAL": "N", "JOINING": "J", "LEAVING": "L", "DOWN": "D"}
+
+
+def _gossip(_node: str, feed: _Feed, _now: float) -> str:
+    """The node's gossip view, members by state (``3N 1D``); ``-`` without gossip."""
+    counts = _field(feed, "gossip")
+    if not isinstance(counts, dict) or not counts:
+        return "-"
+    parts = [
+        f"{amount:.0f}{short}"
+        for state, short in _GOSSIP_STATES.items()
+        if (amount := _number(counts.get(state)))
+    ]
+    return " ".join(parts) or "-"
+
+
 _COLUMNS = (
     _Column("NODE", lambda node, _feed, _now: node),
     _Column("DC/RACK", _location, drop=6),
@@ -309,6 +326,7 @@ _COLUMNS = (
     _Column("ERRORS", _errors, right=True, drop=7),
     _Column("PEERS", _peers, right=True, drop=3),
     _Column("HINTS", _hints, right=True, drop=8),
+    _Column("GOSSIP", _gossip, drop=9),
     _Column("FEED", lambda _node, feed, now: _freshness(feed, now), drop=1),
 )
 

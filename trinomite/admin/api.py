@@ -48,6 +48,8 @@ class PeerAction(enum.Enum):
     UP = "up"
     DOWN = "down"
     RESET = "reset"
+    #: trinomite: forget a DOWN member for good (gossip tombstones it cluster-wide).
+    REMOVE = "remove"
 
 
 class AdminApi(Protocol):

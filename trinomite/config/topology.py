@@ -7,9 +7,15 @@ a ``NodeConfig`` into the routing layer's immutable value.
 from __future__ import annotations
 
 from ..ring.topology import PeerInfo, Topology
-from .model import NodeConfig
+from .model import NodeConfig, Seed
 
-__all__ = ["topology_of"]
+__all__ = ["seed_peer", "topology_of"]
+
+
+def seed_peer(seed: Seed) -> PeerInfo:
+    """A ``dyn_seeds`` entry (or a seed provider's) as the node it names."""
+    name = f"{seed.host}:{seed.port}"
+    return PeerInfo(name, seed.host, seed.port, seed.dc, seed.rack, seed.tokens, alias=seed.name)
 
 
 def topology_of(config: NodeConfig) -> Topology:
@@ -19,9 +25,6 @@ def topology_of(config: NodeConfig) -> Topology:
     local = PeerInfo(
         f"{host}:{port}", host, port, config.datacenter, config.rack, config.tokens, True
     )
-    others = [
-        PeerInfo(f"{s.host}:{s.port}", s.host, s.port, s.dc, s.rack, s.tokens, alias=s.name)
-        for s in config.dyn_seeds
-    ]
+    others = [seed_peer(s) for s in config.dyn_seeds]
     tag = config.hash_tag.encode() if config.hash_tag else None
     return Topology.from_peers(local, others, config.hash, tag)

@@ -39,6 +39,7 @@ from ..client.reactor import ClientCounters, ClientReactor
 from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
 from ..datastore.gate import SETTABLE_STATES, StateGate
 from ..datastore.pool import DatastorePool
+from ..gossip.detector import conviction_bounds
 from ..hints.store import HintStore
 from ..logs import LEVELS, python_level
 from ..net.links import ConnState, Link
@@ -50,6 +51,7 @@ from ..stats.histogram import Histogram
 from ..stats.metrics import info_json, prometheus
 from ..stats.requests import RequestStats
 from ..tls.peers import TlsState
+from .membership import Membership, gossip_metrics
 
 __all__ = ["AdminTarget", "EventHub", "NodeAdmin"]
 
@@ -103,6 +105,15 @@ _NO_HINTS = {
 
 def _hint_totals(node: AdminTarget) -> dict[str, int]:
     return node.hints.totals() if node.hints is not None else dict(_NO_HINTS)
+
+
+def _gossip_counts(node: AdminTarget) -> dict[str, int]:
+    """Members of the gossip view by state ({} without gossip)."""
+    counts: dict[str, int] = {}
+    if node.membership is not None:
+        for member in node.membership.state.members.values():
+            counts[member.state.name] = counts.get(member.state.name, 0) + 1
+    return counts
 
 
 def _peer_hint_row(node: AdminTarget, name: str) -> dict[str, int]:
@@ -179,6 +190,7 @@ class AdminTarget(Protocol):
     cluster_counters: ClusterCounters
     peer_counters: PeerServerCounters
     tls: TlsState
+    membership: Membership | None
 
 
 class NodeAdmin:
@@ -339,6 +351,7 @@ class NodeAdmin:
             "implementation": "trinomite",
             "tls": tls,
             "hints": _hints_per_peer(self.node),
+            "gossip": self.gossip(),
         }
         return info_json(
             self._identity(), self.values(), config.pool_name, config.datastore.stats_name, extra
@@ -373,6 +386,7 @@ class NodeAdmin:
                         "connects": sum(c.connects for c in links),
                         "throttled": sum(c.throttled for c in links),
                         "tls_handshake_failures": sum(c.tls_handshake_failures for c in links),
+                        "gossip_down": 1.0 if name in node.peers.gossip_down else 0.0,
                         **_peer_hint_row(node, name),
                     },
                 )
@@ -388,7 +402,39 @@ class NodeAdmin:
                 histograms.append(
                     ("command_latency", "latency per command", {"command": spec.name}, histogram)
                 )
-        return prometheus(self.values(), self._labels(), peers, histograms)
+        text = prometheus(self.values(), self._labels(), peers, histograms)
+        membership = node.membership
+        if membership is None:
+            return text
+        return text + gossip_metrics(self._labels(), membership)
+
+    def gossip(self) -> dict[str, Any]:
+        """The gossip view and its counters (/info "gossip", the feed, ``trinomite status``)."""
+        membership = self.node.membership
+        if membership is None:
+            return {"enabled": False}
+        state = membership.state
+        low, high = conviction_bounds(state.interval)
+        return {
+            "enabled": True,
+            "local": {"name": state.local.name, "state": state.local.state.name},
+            "generation": state.local.generation,
+            "heartbeat": state.local.heartbeat,
+            "members": {
+                name: {
+                    "state": member.state.name,
+                    "dc": member.record.dc,
+                    "rack": member.record.rack,
+                    "tokens": list(member.record.tokens),
+                    "generation": member.record.generation,
+                    "heartbeat": member.record.heartbeat,
+                }
+                for name, member in sorted(state.members.items())
+            },
+            "detector": {"convicts_after_s": [round(low, 3), round(high, 3)]},
+            "counters": {**state.counters, "unsendable": membership.unsendable},
+            "last_problem": state.last_problem,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         node = self.node
@@ -437,6 +483,7 @@ class NodeAdmin:
             },
             "client_connections": node.counters.client_connections,
             "consistency": {"read": read.value, "write": write.value},
+            "gossip": _gossip_counts(node),
             "dropped_events": self.events.dropped,
         }
 
@@ -511,6 +558,8 @@ class NodeAdmin:
     def peer_control(self, action: PeerAction, name: str) -> int:
         peers = self.node.peers
         matched = [n for n, pool in peers.pools.items() if name in ("all", n, pool.peer.host)]
+        if action is PeerAction.REMOVE:
+            return self._remove(matched)
         for peer in matched:
             peers.set_admin_down(peer, action is PeerAction.DOWN)
             if action is PeerAction.RESET:
@@ -518,6 +567,21 @@ class NodeAdmin:
                     link.reset()
             self.events.publish(f"peer_{action.value}", peer=peer, by="admin")
         return len(matched)
+
+    def _remove(self, names: list[str]) -> int:
+        """REST /peer/remove: members that are DOWN leave the cluster (gossip only)."""
+        membership = self.node.membership
+        removed = 0
+        for peer in names:
+            if membership is None:
+                break
+            try:
+                membership.remove(peer)
+            except ValueError:
+                continue  # alive, or not a member: a live node would gossip itself back
+            removed += 1
+            self.events.publish("peer_removed", peer=peer, by="admin")
+        return removed
 
     def set_read_repairs(self, enabled: bool) -> None:
         self.repairs = enabled

@@ -41,6 +41,7 @@ from contextlib import asynccontextmanager, contextmanager
 import attrs
 import trio
 
+from ..admin.api import NodeState
 from ..admin.server import open_admin_listeners, serve_admin
 from ..client.auth import Authenticator
 from ..client.bounds import ClientBounds
@@ -49,10 +50,12 @@ from ..client.local import Session
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
 from ..client.tls import admit as admit_client
 from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
-from ..config.topology import topology_of
+from ..config.topology import seed_peer, topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
 from ..datastore.sweep import Sweeper
+from ..gossip.providers import poll_seeds, provider_from_config
+from ..gossip.seeds import SeedList
 from ..hints.replay import LocalOrPeers, serve_replay, serve_sync
 from ..hints.store import DISK_HINTS, MEMORY_HINTS, HintStore
 from ..net.links import Link, WriteHold
@@ -65,14 +68,16 @@ from ..net.sockets import (
     peer_name,
 )
 from ..peering.coordinator import ClusterCounters, Coordinator
+from ..peering.link import PeerConnection
 from ..peering.pools import PeerPools
 from ..peering.server import PeerConnectionHandler, PeerServerCounters, serve_peers
 from ..protocol.guard import CommandGuard
 from ..protocol.requests import Limits
-from ..ring.topology import Topology, TopologyError
+from ..ring.topology import PeerInfo, Topology, TopologyError
 from ..stats.requests import RequestStats
 from ..tls.peers import TlsState
 from .admin import NodeAdmin
+from .membership import Membership, start_membership
 
 __all__ = ["ListenError", "ListenSockets", "Node", "open_node", "serve_node"]
 
@@ -126,8 +131,13 @@ class Node:
         self.config = config
         self._given = sockets or ListenSockets()
         _check_given(self._given, config)
-        _warn_unbuilt(config)
         self.topology = _topology(config)
+        #: Members join, leave and fail at run time (gossip, seed providers).
+        dynamic = config.enable_gossip or config.dyn_seed_provider != "simple_provider"
+        #: Gossip membership (``node.membership``), once dyn_listen is bound.
+        self.membership: Membership | None = None
+        #: The latest seed provider list's other nodes (they keep a pool).
+        self._provided: list[PeerInfo] = []
         #: Certificates and keys in use (reloaded by SIGHUP and /tls/reload).
         self.tls = TlsState(config)
         self.pool = DatastorePool(config)
@@ -147,9 +157,11 @@ class Node:
         self.write_consistency = config.write_consistency
         self.admin = NodeAdmin(self)
         self.gate = StateGate(self.pool, config.max_msgs, self.admin.state_changed)
+        if config.enable_gossip:
+            self.gate.set_state(NodeState.JOINING)  # NORMAL once gossip says it is safe
         #: Writes replicas missed, replayed when they are back (``trinomite.hints``).
         self.hints: HintStore | None = None
-        if config.hinted_handoff and not self.topology.single_node:
+        if config.hinted_handoff and (dynamic or not self.topology.single_node):
             cap = config.hints_max_bytes or (DISK_HINTS if config.hints_dir else MEMORY_HINTS)
             self.hints = HintStore(
                 config.hints_dir, window=config.max_hint_window / 1000, max_bytes=cap
@@ -162,7 +174,7 @@ class Node:
             self.coordinator,
             self.gate,
             self.request_stats,
-            cluster=not self.topology.single_node,
+            cluster=dynamic or not self.topology.single_node,
             guard=CommandGuard(config.allowed_commands),
         )
         #: Client credentials (``client.auth``); None when clients need not AUTH.
@@ -170,6 +182,7 @@ class Node:
         if config.requirepass or config.users:
             self.authenticator = Authenticator(config.requirepass, config.users)
         self.peers.on_peer_change = self._peer_changed
+        self.peers.on_new_connection = self._new_peer_connection
         for link in self.pool.connections:
             link.on_state_change = self.admin.link_changed
         self.counters = ClientCounters()
@@ -286,6 +299,14 @@ class Node:
                 await root.start(serve_peers, self._peer_listeners, self._peer_handler, handlers)
                 log.info("node listening for peers on %s", bound)
             await root.start(self.peers.run)
+            if self.config.enable_gossip:
+                if self.peer_address is None:
+                    log.warning("%s: enable_gossip needs dyn_listen; no gossip", self.config.source)
+                else:
+                    self.membership = start_membership(self, self.peer_address)
+                    await root.start(self.membership.run)
+            if self.config.dyn_seed_provider != "simple_provider":
+                await root.start(poll_seeds, provider_from_config(self.config), self._seeds)
             if self.hints is not None:
                 self.hints.open_existing()  # hints kept before a restart
                 rate = self.config.hint_replay_rate
@@ -293,7 +314,7 @@ class Node:
                 await root.start(serve_replay, self.hints, senders, rate)
                 interval = self.config.hints_sync_interval / 1000
                 await root.start(serve_sync, self.hints, interval)
-            if not self.topology.single_node:  # only replicas carry versions
+            if self.dispatcher.cluster:  # only replicas carry versions
                 await root.start(self.sweeper.run)
             await root.start(self.clients.run)
             await root.start(self.clients.watch)
@@ -320,7 +341,7 @@ class Node:
         return [*self.pool.connections, *peer_links]
 
     def _peer_handler(self, stream: LeanSocketStream) -> PeerConnectionHandler:
-        return PeerConnectionHandler(
+        handler = PeerConnectionHandler(
             stream,
             self.gate,
             self.coordinator,
@@ -329,6 +350,45 @@ class Node:
             self.writes,
             self.tls,
         )
+        if self.membership is not None:
+            handler.gossip = self.membership.inbound
+        return handler
+
+    def _new_peer_connection(self, connection: PeerConnection) -> None:
+        connection.hold = self.writes
+        if self.membership is not None:
+            self.membership.attach(connection)
+
+    def set_topology(self, others: list[PeerInfo]) -> None:
+        """Swap in the cluster of this node and ``others`` (membership changed)."""
+        current = self.topology
+        wanted = {p.name: p for p in [*others, *self._provided] if p.name != current.local.name}
+        try:
+            topology = Topology.from_peers(
+                current.local, others, current.hash_name, current.hash_tag
+            )
+        except TopologyError as exc:
+            log.warning("membership: the new view cannot be routed (%s); kept the old one", exc)
+            return
+        opened, closed = self.peers.sync(list(wanted.values()))
+        self.topology = self.coordinator.topology = topology
+        for name in opened:
+            self.admin.events.publish("peer_added", peer=name)
+        for name in closed:
+            self.admin.events.publish("peer_removed", peer=name)
+        if opened or closed:
+            log.info("membership: %d nodes (+%s -%s)", len(topology.peers), opened, closed)
+
+    def _seeds(self, seeds: SeedList) -> None:
+        """A seed provider's new list: gossip contacts them; without gossip they are the ring."""
+        local = self.topology.local.name
+        self._provided = [seed_peer(s) for s in seeds.seeds if f"{s.host}:{s.port}" != local]
+        if self.membership is not None:
+            self.membership.state.add_seeds(p.name for p in self._provided)
+            others = [p for p in self.topology.peers if not p.local]
+            self.set_topology(others)  # keeps the view's ring, opens pools for new seeds
+        else:
+            self.set_topology(list(self._provided))
 
     def _peer_changed(self, name: str, up: bool) -> None:
         self.admin.events.publish("peer_up" if up else "peer_down", peer=name)
@@ -369,21 +429,6 @@ class Node:
         """Cancel every task of the node now, without a grace period."""
         if self._root is not None:
             self._root.cancel_scope.cancel()
-
-
-def _warn_unbuilt(config: NodeConfig) -> None:
-    """Say so when the config asks for a feature trinomite does not have yet."""
-    unbuilt = {
-        "enable_gossip: gossip is not implemented yet; membership comes from dyn_seeds": (
-            config.enable_gossip
-        ),
-        "dyn_seed_provider: only simple_provider (dyn_seeds) is implemented so far": (
-            config.dyn_seed_provider != "simple_provider"
-        ),
-    }
-    for warning, applies in unbuilt.items():
-        if applies:
-            log.warning("%s: %s", config.source, warning)
 
 
 def _topology(config: NodeConfig) -> Topology:

@@ -46,17 +46,20 @@ import heapq
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
 from ..errors import NodeError, redis_error
-from ..net.links import Link, LinkFailed
+from ..net.links import ConnState, Link, LinkFailed
 from ..net.slots import ReplySink
 from ..net.sockets import connect_tcp
 from ..protocol.peer import (
     FLAG_BUNDLE,
+    GOSSIP_TYPES,
     HELLO_REPLY,
     MAX_BUNDLE,
+    Frame,
     FrameParser,
     MessageType,
     encode_frame,
@@ -221,6 +224,9 @@ class PeerConnection(Link):
         self.bundles = False
         #: On a throttled link, the requests each outbox entry holds.
         self._sizes: list[int] = []
+        #: Gets the gossip frames that arrive on this link (answers to ours).
+        self.on_gossip: Callable[[PeerConnection, Frame], None] | None = None
+        self.gossip_sent = 0
         #: Bundle frames sent, and the requests they carried.
         self.bundles_sent = 0
         self.bundled_requests = 0
@@ -425,7 +431,9 @@ class PeerConnection(Link):
                             self._refused(frame.payload)
                         elif frame.type is MessageType.CRYPTO_HANDSHAKE:
                             self.bundles = frame.payload.startswith(HELLO_REPLY)
-                        continue  # gossip needs no reply here
+                        elif frame.type in GOSSIP_TYPES and self.on_gossip is not None:
+                            self.on_gossip(self, frame)  # an answer to our gossip
+                        continue
                     self.responses += 1
                     self.response_bytes += len(frame.payload)
                     msg_id = frame.msg_id
@@ -463,6 +471,22 @@ class PeerConnection(Link):
                 await trio.sleep_until(max(deadlines[0][0], now + DEADLINE_TICK))
             else:
                 await trio.sleep(self.timeout)
+
+    def close_for_good(self) -> None:
+        """The peer left the cluster: refuse new requests and fail those in flight.
+
+        The owner cancels the connection's task as well (``PeerPools.sync``).
+        """
+        self._set_state(ConnState.DOWN)
+        self._fail_inflight(NodeError.PEER_HOST_NOT_CONNECTED)
+
+    def send_gossip(self, frame_type: int, payload: bytes) -> bool:
+        """Queue a gossip frame (no reply is matched); False while the link is down."""
+        frame = encode_frame(next(self._ids), frame_type, payload, same_dc=self.same_dc, data=b"a")
+        if not self._enqueue(frame):
+            return False
+        self.gossip_sent += 1
+        return True
 
     def _fail_inflight(self, error: NodeError) -> None:
         reply = redis_error(error)

@@ -14,7 +14,10 @@ answered rounds' RES frames, in order::
                         every other rack of this DC (Coordinator.handle_forward)
         CRYPTO_HANDSHAKE with an empty payload (a trinomite node's hello)
                      -> answered with HELLO_REPLY: bundles are welcome
-        GOSSIP_*, other CRYPTO_HANDSHAKEs, ... -> accepted, no reply (as Dynomite)
+        GOSSIP_* and DIGEST_* -> the node's membership (``gossip.ticker``), whose
+                     answers (an ACK to a SYN) go back on this connection;
+                     without gossip accepted and ignored, as Dynomite
+        other CRYPTO_HANDSHAKEs, ... -> accepted, no reply (as Dynomite)
     writer: every complete round at the head of the queue -> one send_all
 
 A bundle (``FLAG_BUNDLE``, from trinomite nodes) is 1 to ``MAX_BUNDLE``
@@ -57,6 +60,7 @@ from ..protocol.commands import lookup
 from ..protocol.peer import (
     FLAG_BUNDLE,
     FLAG_RESP3,
+    GOSSIP_TYPES,
     HELLO_REPLY,
     MAX_BUNDLE,
     Frame,
@@ -108,12 +112,18 @@ class _Round(SlotGroup):
     def __init__(self, handler: PeerConnectionHandler) -> None:
         super().__init__()
         self.handler = handler
-        self.answers: list[tuple[int, bytes, Slot]] = []
+        self.answers: list[tuple[int, bytes | None, Slot]] = []
 
     def slot(self, msg_id: int, same_dc: bool, kind: MessageType = MessageType.RES) -> Slot:
         slot = self.new_slot()
         self.answers.append((msg_id, _HEADERS[kind, same_dc], slot))
         return slot
+
+    def frame(self, frame: bytes) -> None:
+        """A whole frame to send in this round's place (a gossip answer)."""
+        slot = self.new_slot()
+        self.answers.append((0, None, slot))
+        slot.set(frame)
 
     def completed(self) -> None:
         self.handler.round_done()
@@ -122,7 +132,8 @@ class _Round(SlotGroup):
         parts = []
         for msg_id, header, slot in self.answers:
             reply = slot.reply or b""
-            parts.append(header % (msg_id, len(reply)))
+            if header is not None:
+                parts.append(header % (msg_id, len(reply)))
             parts.append(reply)
         return b"".join(parts)
 
@@ -173,6 +184,9 @@ class PeerConnectionHandler:
         self._space = Parker()  # the reader waits for rounds to be written
         self._payloads = PayloadParser()
         self._run = _Run()
+        #: Takes the gossip frames that arrive (``gossip.ticker``): the frames to
+        #: answer with on this connection.  None: gossip is accepted and ignored.
+        self.gossip: Callable[[Frame], list[bytes]] | None = None
 
     async def run(self) -> None:
         counters = self.counters
@@ -278,6 +292,9 @@ class PeerConnectionHandler:
                 if kind is MessageType.CRYPTO_HANDSHAKE and not frame.payload:
                     # A trinomite node's hello: say this end takes bundles.
                     answers.slot(frame.msg_id, frame.same_dc, kind).set(HELLO_REPLY)
+                elif kind in GOSSIP_TYPES and self.gossip is not None:
+                    for answer in self.gossip(frame):
+                        answers.frame(answer)
                 continue
             slot = answers.slot(frame.msg_id, frame.same_dc)
             payload = frame.payload

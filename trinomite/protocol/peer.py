@@ -74,6 +74,7 @@ __all__ = [
     "FLAG_COMPRESSED",
     "FLAG_ENCRYPTED",
     "FLAG_RESP3",
+    "GOSSIP_TYPES",
     "HELLO_REPLY",
     "MAX_BUNDLE",
     "MAX_DATA_LEN",
@@ -107,6 +108,10 @@ class MessageType(enum.IntEnum):
     DIGEST_ACK2 = 12
     SHUTDOWN = 13
 
+
+#: The frame types that carry gossip: Dynomite's GOSSIP_SYN .. SHUTDOWN
+#: (7 to 13); trinomite's own exchange uses DIGEST_SYN/ACK/ACK2 (10 to 12).
+GOSSIP_TYPES = frozenset(MessageType(t) for t in range(7, 14))
 
 #: Flag bit 0: Dynomite's RSA/AES encryption.  Never sent; refused on receipt.
 FLAG_ENCRYPTED = 1

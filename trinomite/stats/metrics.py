@@ -288,3 +288,31 @@ def prometheus(
         lines.append(f"{full}_sum{_labels(series)} {histogram.sum / 1e6}")
         lines.append(f"{full}_count{_labels(series)} {histogram.total}")
     return "\n".join(lines) + "\n"
+
+
+def counter_lines(
+    labels: Mapping[str, str],
+    group: str,
+    counters: Mapping[str, float],
+    helps: Mapping[str, str],
+) -> str:
+    """Counters of one subsystem (``trinomite_<group>_<name>_total``), one family each."""
+    lines: list[str] = []
+    base = _labels(labels)
+    for counter, value in counters.items():
+        name = f"{PREFIX}{group}_{counter}_total"
+        lines.append(f"# HELP {name} {helps.get(counter, counter)}")
+        lines.append(f"# TYPE {name} counter")
+        lines.append(f"{name}{base} {value}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def gauge_lines(
+    labels: Mapping[str, str], name: str, help_text: str, series: Mapping[str, float], key: str
+) -> str:
+    """One gauge family with one series per value of label ``key``."""
+    full = PREFIX + name
+    lines = [f"# HELP {full} {help_text}", f"# TYPE {full} gauge"]
+    for value, amount in series.items():
+        lines.append(f"{full}{_labels({**labels, key: value})} {amount}")
+    return "\n".join(lines) + "\n"
