@@ -166,7 +166,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "dyn_seed_provider",
         choice({p: p for p in SEED_PROVIDERS}),
-        "Where the peer list comes from.",
+        "Where the peer list comes from: dyn_seeds, Florida (HTTP) or DNS TXT, polled.",
         differs="Unknown names are rejected (Dynomite falls back to simple_provider).",
     ),
     Key("datacenter", NAME, "This node's datacenter."),
@@ -203,8 +203,18 @@ KEYS: tuple[Key, ...] = (
     Key("dyn_read_timeout", milliseconds(), "Peer read timeout.", Status.DEAD, _UNUSED),
     Key("dyn_write_timeout", milliseconds(), "Peer write timeout.", Status.DEAD, _UNUSED),
     Key("dyn_connections", CONNECTIONS, "Peer connections.", Status.DEAD, _UNUSED),
-    Key("gos_interval", milliseconds(), "Gossip round interval and failure-detector window."),
-    Key("enable_gossip", FLAG, "Exchange gossip with peers (experimental in Dynomite)."),
+    Key(
+        "gos_interval",
+        milliseconds(),
+        "Gossip round interval; a silent member is DOWN after 2.3 to 3.7 of them.",
+        differs="Dynomite's detector takes 40 intervals (1200 s at the default).",
+    ),
+    Key(
+        "enable_gossip",
+        FLAG,
+        "Learn members, their states and failures by gossip (docs/gossip.md).",
+        differs="Dependable: versioned state, phi-accrual detection, removal, NORMAL when safe.",
+    ),
     Key(
         "secure_server_option",
         choice({s.value: s for s in SecureServerOption}),

@@ -533,6 +533,9 @@ class NodeAdmin:
             names = ", ".join(s.name.lower() for s in SETTABLE_STATES)
             raise ValueError(f"state must be one of {names}")
         self.node.gate.set_state(state)
+        membership = self.node.membership
+        if state is NodeState.NORMAL and membership is not None:
+            membership.mark_normal()  # the operator's override, gossiped as NORMAL
 
     def set_log_level(self, level: int) -> None:
         if not 0 <= level < len(LEVELS):

@@ -115,6 +115,10 @@ class Membership:
         if step.events:
             self.on_view(self.state, step.events)
 
+    def mark_normal(self) -> None:
+        """An operator made this node NORMAL: gossip says so too."""
+        self._apply(self.state.mark_normal(trio.current_time()))
+
     def remove(self, name: str) -> None:
         """An operator's removal of a DOWN member (ValueError if it cannot be removed)."""
         self._apply(self.state.remove(name, trio.current_time()))
