@@ -9,6 +9,7 @@ bytes in flight on loopback always land before the clock moves.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from trinomite.admin.api import NodeState, PeerAction
 from trinomite.config.model import Consistency, HostPort, Seed
 from trinomite.gossip.wire import State
 from trinomite.node.supervisor import Node
+from trinomite.protocol.peer import MessageType, encode_frame
 from trinomite.testing.cluster import Cluster, ClusterNode, open_cluster
 
 from .rawclient import RawClient
@@ -213,3 +215,80 @@ async def test_a_dead_node_is_replaced_by_a_new_address_and_an_old_one_removed()
 
         await wait_for(gone, "the removal gossiped to every node")
         assert member_state(b, replaced) is State.REMOVED
+
+
+async def test_hostile_and_dynomite_gossip_reach_a_node_without_harm() -> None:
+    """Garbage in gossip frames is counted; Dynomite's captured SYNs are understood."""
+    from .test_gossip_wire import gossip_frames
+
+    async with open_cluster({"dc1": {"r1": 1}}, **gossip()) as cluster:
+        (only,) = cluster.nodes
+        node = node_of(only)
+        assert node.membership is not None
+        assert node.peer_address is not None
+        counters = node.membership.state.counters
+        peer = await trio.open_tcp_stream(node.peer_address.host, node.peer_address.port)
+        async with peer:
+            await peer.send_all(
+                encode_frame(1, MessageType.DIGEST_SYN, b"TG1 SYN \xff\x00", same_dc=True)
+                + encode_frame(2, MessageType.DIGEST_ACK, b"x" * 5000, same_dc=True)
+                + b"".join(frame.encode() for _, frame in gossip_frames())
+            )
+            await wait_for(
+                lambda: (
+                    node.membership is not None
+                    and node.membership.state.counters["dropped_malformed"] >= 2
+                ),
+                "the bad payloads counted",
+            )
+        state = node.membership.state
+        assert state.counters["messages_in"] >= counters["messages_in"] + 2 + len(gossip_frames())
+        # The captured Dynomite nodes are datacenter dc1... or not: either way
+        # they were merged or dropped by rule, and the node still serves.
+        async with await RawClient.to_node(node) as client:
+            assert await client.call("SET", "still", "here") == b"+OK\r\n"
+        assert "gossip" in node.admin.info()
+        metrics = node.admin.metrics_text()
+        assert "trinomite_gossip_dropped_malformed_total" in metrics
+
+
+async def test_a_florida_provider_gives_a_node_without_gossip_its_peers(monkeypatch) -> None:
+    served: list[bytes] = []
+    seed_line: list[bytes] = []
+
+    async def florida(stream: trio.SocketStream) -> None:
+        served.append(await stream.receive_some(4096))
+        await stream.send_all(b"HTTP/1.1 200 OK\r\n\r\n" + seed_line[0])
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, florida, 0, host="127.0.0.1")
+        )
+        port = listener.socket.getsockname()[1]
+        monkeypatch.setenv("DYNOMITE_FLORIDA_IP", "127.0.0.1")
+        monkeypatch.setenv("DYNOMITE_FLORIDA_PORT", str(port))
+        chosen: list[ClusterNode] = []
+
+        def overrides(member: ClusterNode) -> dict[str, Any]:
+            chosen.append(member)
+            if len(chosen) == 1:  # r1 knows nobody: Florida names r2
+                return {"dyn_seeds": (), "dyn_seed_provider": "florida_provider"}
+            seed_line.append(b"127.0.0.1:%d:r2:dc1:%d" % (member.peer_port, member.token))
+            return {"dyn_seeds": ()}
+
+        level = Consistency.DC_QUORUM
+        async with open_cluster(
+            {"dc1": {"r1": 1, "r2": 1}},
+            wait_connected=False,
+            per_node=overrides,
+            read_consistency=level,
+            write_consistency=level,
+        ) as cluster:
+            a, b = cluster.nodes
+            await wait_for(lambda: len(node_of(a).topology.peers) == 2, "r2 from Florida")
+            assert served[0].startswith(b"GET /REST/v1/admin/get_seeds HTTP/1.0\r\n")
+            await wait_for(lambda: node_of(a).peers.is_up(peer_of(b)), "the link to r2")
+            async with await RawClient.to_node(node_of(a)) as client:
+                assert await client.call("SET", "via", "florida") == b"+OK\r\n"  # both racks
+        nursery.cancel_scope.cancel()
