@@ -623,3 +623,35 @@ def test_joining_members_are_left_out_of_the_ring_by_default():
     a.receive(12, ack2_from(1, record(1)), 0.0)  # record(1) is JOINING
     assert [r.name for r in ring_records(a.members)] == [a.local.name]
     assert len(ring_records(a.members, include_joining=True)) == 2
+
+
+def test_a_generation_from_the_future_is_dropped_as_forged():
+    """Generations are start times: one past latest_generation pins a name; dropped."""
+    from trinomite.gossip.events import Counter
+    from trinomite.gossip.wire import Kind, Message, NodeRecord, State
+
+    local = NodeRecord.make("127.0.0.1", 9001, "dc1", "r1", (1,), generation=1000)
+    state = GossipState(
+        local,
+        seeds=["127.0.0.1:9002"],
+        gos_interval_ms=1000,
+        rng=random.Random(1),
+        now=0.0,
+        latest_generation=lambda: 5000,
+    )
+    honest = NodeRecord.make(
+        "127.0.0.1", 9002, "dc1", "r2", (1,), generation=4000, state=State.NORMAL
+    )
+    forged = NodeRecord.make(
+        "127.0.0.1", 9002, "dc1", "r2", (1,), generation=2**63, state=State.NORMAL
+    )
+    state.on_message("127.0.0.1:9002", Message(Kind.ACK2, "127.0.0.1:9002", records=(honest,)), 1.0)
+    assert state.members["127.0.0.1:9002"].record.generation == 4000
+    state.on_message("127.0.0.1:9003", Message(Kind.ACK2, "127.0.0.1:9003", records=(forged,)), 2.0)
+    assert state.members["127.0.0.1:9002"].record.generation == 4000  # not pinned
+    assert state.counters[Counter.DROPPED_FORGED.name.lower()] == 1
+    # Nor for our own name: it never reaches the counter-bump either.
+    own = NodeRecord.make("127.0.0.1", 9001, "dc1", "r1", (1,), generation=2**63)
+    state.on_message("127.0.0.1:9003", Message(Kind.ACK2, "127.0.0.1:9003", records=(own,)), 3.0)
+    assert state.local.generation == 1000
+    assert state.counters[Counter.DROPPED_FORGED.name.lower()] == 2

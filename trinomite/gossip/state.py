@@ -86,8 +86,13 @@ one.  What nobody can do: change what this node believes about itself.  A
 record for our own name that is newer than ours is dropped (``forged``),
 and we move our own version above it (a higher heartbeat, or a new
 generation if it claimed a newer generation or a tombstone), so our next
-gossip overwrites the forgery everywhere.  (A forger that uses the largest
-generation, 2**64-1, can shadow us; that is counted, not fixable here.)
+gossip overwrites the forgery everywhere.  And nobody can pin a name with an
+impossible version: generations are start times in ms, so with
+``latest_generation`` (the shell passes the wall clock plus 10 minutes) a
+record whose generation is in the future is dropped as ``forged`` wherever
+it arrives; without it, a forger using generation 2**64-1 could shadow a
+node for good.  A plausible newer generation for another node relayed by a
+member cannot be told from a real restart: that forgery is possible.
 No record may claim our tokens in our rack (``conflict``); records of
 datacenters outside the allow-list are dropped (``foreign_dc``); a message
 whose claimed sender differs from the link's known peer is dropped
@@ -101,7 +106,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
@@ -202,6 +207,7 @@ class GossipState:
         tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL,
         phi_threshold: float = DEFAULT_THRESHOLD,
         fanout: int | None = None,
+        latest_generation: Callable[[], int] | None = None,
     ) -> None:
         if local.generation < 1 or local.state is State.REMOVED:
             raise ValueError("the local record needs a generation >= 1 and a live state")
@@ -222,6 +228,9 @@ class GossipState:
         self.fanout = fanout
         self.tombstone_ttl = tombstone_ttl
         self.detector = FailureDetector(self.interval, phi_threshold)
+        #: The highest plausible generation now (start times in ms: the wall
+        #: clock plus the skew allowed); None accepts any.  See ``_merge``.
+        self.latest_generation = latest_generation
         self._entries: dict[str, _Entry] = {}
         self._owners: dict[tuple[str, str, int], str] = {}
         self._index(self._local)
@@ -460,6 +469,13 @@ class GossipState:
 
     def _merge(self, record: NodeRecord, now: float, events: list[Event]) -> None:
         name = record.name
+        latest = self.latest_generation
+        if latest is not None and record.generation > latest():
+            # A start time in the future: forged (or a badly wrong clock).  It
+            # would pin ``name`` to a version its real owner cannot pass.
+            self._count(Counter.DROPPED_FORGED)
+            self.last_problem = f"record for {name} with generation {record.generation} ahead"
+            return
         if name == self._local.name:
             self._own(record)
             return

@@ -162,6 +162,10 @@ class MembershipHost(Protocol):
     def set_topology(self, others: list[PeerInfo]) -> None: ...
 
 
+#: How far ahead of this node's clock another node's start time (its gossip
+#: generation) may be; beyond it the record is taken for a forgery.
+MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
+
 #: Changes of a member's state that change who is in the ring.
 _RING_STATES = frozenset({State.JOINING, State.REMOVED})
 
@@ -186,6 +190,7 @@ def start_membership(node: MembershipHost, address: HostPort) -> Membership:
         rng=random.Random(),
         now=trio.current_time(),
         dcs={peer.dc for peer in topology.peers},
+        latest_generation=lambda: time.time_ns() // 1_000_000 + MAX_CLOCK_SKEW_MS,
     )
     membership = Membership(state, node.peers, functools.partial(view_changed, node))
     for pool in node.peers.pools.values():
