@@ -655,3 +655,29 @@ def test_a_generation_from_the_future_is_dropped_as_forged():
     state.on_message("127.0.0.1:9003", Message(Kind.ACK2, "127.0.0.1:9003", records=(own,)), 3.0)
     assert state.local.generation == 1000
     assert state.counters[Counter.DROPPED_FORGED.name.lower()] == 2
+
+
+def test_an_unreachable_silent_member_is_convicted_in_half_the_time():
+    from trinomite.gossip.detector import conviction_bounds
+    from trinomite.gossip.wire import Kind, Message, NodeRecord, State
+
+    local = NodeRecord.make("127.0.0.1", 9001, "dc1", "r1", (1,), generation=1000)
+    peer = NodeRecord.make("127.0.0.1", 9002, "dc1", "r2", (1,), generation=7, state=State.NORMAL)
+    high = conviction_bounds(1.0)[1]
+
+    def fresh() -> GossipState:
+        state = GossipState(
+            local, seeds=[peer.name], gos_interval_ms=1000, rng=random.Random(3), now=0.0
+        )
+        state.on_message(peer.name, Message(Kind.ACK2, peer.name, records=(peer,)), 0.0)
+        return state
+
+    reachable, unreachable = fresh(), fresh()
+    unreachable.set_reachable(peer.name, False)
+    assert unreachable.next_deadline() <= high / 2 + 1e-9
+    unreachable.tick(high / 2 + 0.01)
+    assert unreachable.members[peer.name].state is State.DOWN
+    reachable.tick(high / 2 + 0.01)
+    assert reachable.members[peer.name].state is State.NORMAL  # links up: the full bound
+    reachable.tick(high + 0.01)
+    assert reachable.members[peer.name].state is State.DOWN

@@ -228,6 +228,8 @@ class GossipState:
         self.fanout = fanout
         self.tombstone_ttl = tombstone_ttl
         self.detector = FailureDetector(self.interval, phi_threshold)
+        #: Members the transport cannot reach at all (``set_reachable``).
+        self._unreachable: set[str] = set()
         #: The highest plausible generation now (start times in ms: the wall
         #: clock plus the skew allowed); None accepts any.  See ``_merge``.
         self.latest_generation = latest_generation
@@ -267,7 +269,16 @@ class GossipState:
         deadline = self._next_round
         for name, entry in self._entries.items():
             if not entry.down and entry.record.state is not State.REMOVED:
-                deadline = min(deadline, self.detector.deadline(name))
+                deadline = min(deadline, self._conviction(name))
+        return deadline
+
+    def _conviction(self, name: str) -> float:
+        """When ``name`` is convicted: the detector's deadline, or halfway to it
+        for a member the transport cannot reach (``set_reachable``)."""
+        deadline = self.detector.deadline(name)
+        if name in self._unreachable:
+            last = self.detector.last_arrival(name)
+            return last + (deadline - last) / 2
         return deadline
 
     # -- inputs ---------------------------------------------------------------------
@@ -328,7 +339,7 @@ class GossipState:
         for name, entry in self._entries.items():
             if entry.down or entry.record.state is State.REMOVED:
                 continue
-            if self.detector.convicted(name, now):
+            if now >= self._conviction(name):
                 old = self._view_state(entry)
                 entry.down = True
                 self._count(Counter.CONVICTIONS)
@@ -342,6 +353,16 @@ class GossipState:
         return self._step(out, events)
 
     # -- operator actions -------------------------------------------------------
+
+    def set_reachable(self, name: str, reachable: bool) -> None:
+        """The transport's word on ``name``: ``False`` once no link to it can be
+        had (refused, reset).  Silence is then convicted after half the usual
+        time: two independent signals agree.  A member that is merely cut off
+        from this node keeps being heard by relay and is not convicted."""
+        if reachable:
+            self._unreachable.discard(name)
+        else:
+            self._unreachable.add(name)
 
     def add_seeds(self, names: Iterable[str]) -> None:
         """More names to contact (a seed provider's list); malformed ones are skipped."""

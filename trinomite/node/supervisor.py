@@ -392,6 +392,9 @@ class Node:
 
     def _peer_changed(self, name: str, up: bool) -> None:
         self.admin.events.publish("peer_up" if up else "peer_down", peer=name)
+        if self.membership is not None:
+            self.membership.state.set_reachable(name, up)
+            self.membership.poke()  # its conviction time may be sooner now
         if self.hints is not None:
             if up:
                 self.hints.peer_up(name)
