@@ -229,3 +229,25 @@ def test_split_replies_of_random_bytes_agrees_or_refuses(data, count) -> None:
     if got is not None:
         assert b"".join(got) == data
         assert len(got) == count
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(REPLIES), max_size=12), st.data())
+def test_split_counts_cuts_where_the_requesters_replies_end(parts, data) -> None:
+    run = b"".join(parts)
+    counts = []
+    left = len(parts)
+    while left:
+        take = data.draw(st.integers(0, left))
+        counts.append(take)
+        left -= take
+    counts.append(0)
+    got = r.split_counts(run, counts)
+    expected, at = [], 0
+    for count in counts:
+        expected.append(b"".join(parts[at : at + count]))
+        at += count
+    assert got == expected
+    if parts:
+        assert r.split_counts(run[:-1], counts) is None  # short by a byte
+        assert r.split_counts(run + parts[0], counts) is None  # one reply too many

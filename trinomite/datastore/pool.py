@@ -74,7 +74,13 @@ from ..errors import NodeError, redis_error
 from ..net.links import Connector, ConnState, Link, LinkFailed
 from ..net.slots import PartsSink, ReplySink
 from ..net.sockets import connect_tcp, connect_unix
-from ..protocol.replies import ReplyFramer, ReplyProtocolError, is_error, split_replies
+from ..protocol.replies import (
+    ReplyFramer,
+    ReplyProtocolError,
+    is_error,
+    split_counts,
+    split_replies,
+)
 from ..protocol.requests import encode_command
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
@@ -105,9 +111,15 @@ class RunSplit:
         self.total = total
 
     def set(self, replies: bytes) -> None:
+        items = self.items
+        if not any(isinstance(item[2], PartsSink) for item in items):
+            joined = split_counts(replies, [count for _, count, _ in items])
+            for index, (_, count, sink) in enumerate(items):
+                sink.set(_UNSPLIT * count if joined is None else joined[index])
+            return
         parts = split_replies(replies, self.total)
         at = 0
-        for _, count, sink in self.items:
+        for _, count, sink in items:
             if parts is None:
                 sink.set(_UNSPLIT * count)
             elif count == 1:

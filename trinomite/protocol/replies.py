@@ -226,15 +226,44 @@ def split_replies(data: bytes, count: int) -> list[bytes] | None:
     """``data`` (exactly ``count`` complete replies) as one ``bytes`` per reply; else None.
 
     Top-level simple replies (``+``, ``-``, ``:``, ``$``), the usual run, are
-    sliced straight out of ``data``; from the first other reply on, the rest
-    goes through ``ReplyFramer``.
+    found straight in ``data``; from the first other reply on, the rest goes
+    through ``ReplyFramer``.
     """
-    out: list[bytes] = []
+    ends = reply_ends(data, count)
+    if ends is None:
+        return None
+    out = []
+    start = 0
+    for stop in ends:
+        out.append(data[start:stop])
+        start = stop
+    return out
+
+
+def split_counts(data: bytes, counts: list[int]) -> list[bytes] | None:
+    """``data`` cut after each ``counts[i]`` replies: the replies of each requester
+    of a shared run, joined, without a ``bytes`` per reply; None unless exact."""
+    ends = reply_ends(data, sum(counts))
+    if ends is None:
+        return None
+    out = []
+    start = at = 0
+    for count in counts:
+        at += count
+        stop = ends[at - 1] if count else start
+        out.append(data[start:stop])
+        start = stop
+    return out
+
+
+def reply_ends(data: bytes, count: int) -> list[int] | None:
+    """Where each of the ``count`` replies in ``data`` ends; None unless exactly that many."""
+    ends: list[int] = []
     pos = 0
     end = len(data)
     find = data.find
     try:
-        while pos < end and len(out) < count:
+        while pos < end and len(ends) < count:
             kind = data[pos]
             nl = find(_CRLF, pos)
             if nl < 0:
@@ -248,18 +277,20 @@ def split_replies(data: bytes, count: int) -> list[bytes] | None:
                 stop = nl + 2
             else:
                 break
-            out.append(data[pos:stop])
+            ends.append(stop)
             pos = stop
     except ValueError:
         return None
-    if pos < end and len(out) < count:
-        rest = _split_framed(data[pos:], count - len(out))
+    if pos < end and len(ends) < count:
+        rest = _split_framed(data[pos:], count - len(ends))
         if rest is None:
             return None
-        out += rest
+        for reply in rest:
+            pos += len(reply)
+            ends.append(pos)
     elif pos < end:
         return None  # more than count replies
-    return out if len(out) == count else None
+    return ends if len(ends) == count else None
 
 
 def _split_framed(data: bytes, count: int) -> list[bytes] | None:
