@@ -54,7 +54,6 @@ from ..config.topology import seed_peer, topology_of
 from ..datastore.gate import StateGate
 from ..datastore.pool import DatastorePool
 from ..datastore.sweep import Sweeper
-from ..gossip.providers import poll_seeds, provider_from_config
 from ..gossip.seeds import SeedList
 from ..hints.replay import LocalOrPeers, serve_replay, serve_sync
 from ..hints.store import DISK_HINTS, MEMORY_HINTS, HintStore
@@ -306,6 +305,10 @@ class Node:
                     self.membership = start_membership(self, self.peer_address)
                     await root.start(self.membership.run)
             if self.config.dyn_seed_provider != "simple_provider":
+                # Imported here: dns_provider's resolver (dnspython) costs a few
+                # MiB and a quarter second that other nodes need not pay.
+                from ..gossip.providers import poll_seeds, provider_from_config
+
                 await root.start(poll_seeds, provider_from_config(self.config), self._seeds)
             if self.hints is not None:
                 self.hints.open_existing()  # hints kept before a restart
