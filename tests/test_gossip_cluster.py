@@ -292,3 +292,38 @@ async def test_a_florida_provider_gives_a_node_without_gossip_its_peers(monkeypa
             async with await RawClient.to_node(node_of(a)) as client:
                 assert await client.call("SET", "via", "florida") == b"+OK\r\n"  # both racks
         nursery.cancel_scope.cancel()
+
+
+async def test_a_new_token_in_an_existing_rack_splits_its_ring() -> None:
+    """A second node in rack r1 takes the keys its token now owns; r2 keeps them all."""
+    from trinomite.testing.members import reserve
+
+    async with open_cluster(
+        {"dc1": {"r1": 1, "r2": 1}}, per_node=one_seed(), **gossip()
+    ) as cluster:
+        await wait_for(lambda: all(len(v) == 2 for v in views(cluster)), "convergence")
+        a = cluster.nodes[0]
+        assert a.config is not None
+        (new,) = reserve({"dc1": {"r1": 1}})
+        token = 2**31  # half of r1's ring moves to the new node
+        new.config = attrs.evolve(
+            a.config,
+            listen=HostPort("127.0.0.1", new.client_port),
+            dyn_listen=HostPort("127.0.0.1", new.peer_port),
+            tokens=(token,),
+            dyn_seeds=(Seed("127.0.0.1", a.peer_port, a.rack, a.dc, (a.token,)),),
+        )
+        cluster.nodes.append(new)
+        await cluster.start_node(new)
+        await wait_for(lambda: all(len(v) == 3 for v in views(cluster)), "the new node known")
+        ring = node_of(a).topology.ring("dc1", "r1")
+        assert sorted(ring.tokens) == sorted((a.token, token))
+        moved = next(
+            key for i in range(1000)
+            if ring.owner(node_of(a).topology.token(key := b"k%d" % i)).name == peer_of(new)
+        )  # fmt: skip
+        await wait_for(lambda: node_of(new).gate.state is NodeState.NORMAL, "new NORMAL")
+        async with await RawClient.to_node(node_of(a)) as client:
+            assert await client.call("SET", moved, "1") == b"+OK\r\n"
+        async with await RawClient.to_node(node_of(new)) as client:
+            assert await client.call("GET", moved) == b"$1\r\n1\r\n"  # DC_ONE: its own store
