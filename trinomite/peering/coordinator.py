@@ -106,6 +106,8 @@ class Coordinator(Legs):
         raws: list[list[bytes]] = []  # the batch's requests (encoded when it is sent)
         writes: list[bool] = []
         whole = len(run) if blob is not None else -1  # a batch of all: sent as ``blob``
+        # A lone request is cheaper on its own than as a batch of one.
+        batching = grouping and len(run) > 1
         try:
             for args in run:
                 spec = BY_BYTES.get(args[0]) or lookup(args[0])
@@ -117,7 +119,7 @@ class Coordinator(Legs):
                         write = spec.is_write(args)
                     level = write_level if write else read_level
                     token = self._key_token(args[1])
-                    if grouping and token >= 0:
+                    if batching and token >= 0:
                         chosen = self._plan(token, write, level)
                         if chosen.local_one:  # DC_ONE, answered here: joins the local group
                             if raws:
