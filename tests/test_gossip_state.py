@@ -37,8 +37,9 @@ from trinomite.gossip.events import (
     StateChanged,
     Updated,
 )
+from trinomite.gossip.rounds import auto_fanout
 from trinomite.gossip.sim import Network
-from trinomite.gossip.state import GossipState, auto_fanout
+from trinomite.gossip.state import GossipState
 from trinomite.gossip.view import peer_infos, ring_records
 from trinomite.gossip.wire import Kind, NodeRecord, State, decode, encode
 from trinomite.protocol.peer import MessageType

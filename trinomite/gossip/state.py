@@ -12,24 +12,9 @@ Cassandra-style three-way exchange with each of its round's targets::
     A <--ACK(B's records newer than or missing from A; requests)-- B
     A --ACK2(A's records B requested)----------------------------> B
 
-so both sides end up with the newer of every record.  The targets:
-
-* ``fanout`` random live peers, by default ``auto_fanout(n)`` =
-  ceil(log2(n) / 2) for n known nodes (1 up to 4 nodes, 3 up to 64, 5 up
-  to 1024).  Cassandra talks to one peer a round, but with a relayed
-  heartbeat that is too slow for a 4.6-interval conviction bound (the
-  detector's cap was I/4 then; it is I/5 now): in a
-  48-node simulation with 10% loss, 1 peer a round left 5% of the gaps
-  between heartbeat arrivals over 4.6 s (over 4000 false convictions in
-  two simulated minutes); 3 peers a round left none.
-* up to ``MAX_PROBES`` (2) suspects: live members silent for over half
-  their conviction time, most silent first.  A SYN to a suspect makes it
-  answer with its own fresh record, so a node that is merely late is not
-  convicted.
-* a random DOWN member with probability down/(live+1), so that healed
-  partitions reconnect, and a random seed if it has no live peer, or else
-  with probability seeds/known when the round's first peer is not a seed
-  (both as Cassandra does).
+so both sides end up with the newer of every record.  Whom a round talks
+to (a few random live peers, suspects, now and then a DOWN member or a
+seed) is ``rounds.round_targets``.
 
 The cost is bounded: a SYN is one 40-60 byte digest per member, an ACK or
 ACK2 carries only the differences, and every payload is capped
@@ -41,12 +26,10 @@ whose heartbeat has not advanced for 2.3-3.7 intervals; it is then DOWN in
 our view (never on the wire) until a newer heartbeat arrives, which makes it
 NORMAL (or whatever its record says) again.  ``next_deadline()`` is the
 earlier of the next round and the next conviction; call ``tick`` then.
-The 3.7-interval bound runs from the last heartbeat that *reached this
-node*; copies of a stopped node's last heartbeat still travel by relay for
-a round or two, so end to end (from the moment it stopped) every node has
-it DOWN within 5 s at ``gos_interval: 1000`` up to a dozen nodes
-(simulated, 10% loss: median 4.3-4.6 s, worst 4.9 s at 3 and 12 nodes;
-worst 6.2 s at 48).
+The bound runs from the last heartbeat that *reached this node*; relayed
+copies of a stopped node's last heartbeat add a round or two end to end
+(docs/gossip.md has the measured times).  ``set_reachable(name, False)``,
+the transport's word that no link to a member can be had, halves it.
 
 The local NORMAL rule.  The node starts JOINING.  It becomes NORMAL when
 (a) no other node is configured as a seed (a one-node cluster, or the seed
@@ -76,28 +59,17 @@ their remaining lifetime, rounded down and never in their last second, and
 expire after ``tombstone_ttl`` (default one day) at about the same time
 everywhere; after that a stale record could bring the name back.
 
-What a member can and cannot forge.  Gossip relays third-party records,
-so any member (or anyone who can open a peer link without TLS) can invent
-records for other nodes: new members (up to ``max_members``), newer
-versions, tombstones, and a newer generation claiming someone's tokens
-(which replaces that node everywhere).  TLS authenticates the *link*, not
-the relayed records; nothing here can tell an honest relay from a forged
-one.  What nobody can do: change what this node believes about itself.  A
-record for our own name that is newer than ours is dropped (``forged``),
-and we move our own version above it (a higher heartbeat, or a new
-generation if it claimed a newer generation or a tombstone), so our next
-gossip overwrites the forgery everywhere.  And nobody can pin a name with an
-impossible version: generations are start times in ms, so with
-``latest_generation`` (the shell passes the wall clock plus 10 minutes) a
-record whose generation is in the future is dropped as ``forged`` wherever
-it arrives; without it, a forger using generation 2**64-1 could shadow a
-node for good.  A plausible newer generation for another node relayed by a
-member cannot be told from a real restart: that forgery is possible.
-No record may claim our tokens in our rack (``conflict``); records of
-datacenters outside the allow-list are dropped (``foreign_dc``); a message
-whose claimed sender differs from the link's known peer is dropped
-(``forged``); malformed payloads are dropped (``malformed``); nothing a
-peer sends can raise out of ``receive``.
+What a member can and cannot forge (docs/gossip.md has the whole list).
+Relayed records cannot be authenticated (TLS authenticates the link), so a
+member can invent records for other nodes.  Nobody can change what this
+node believes about itself: a newer record for our own name is dropped
+(``forged``) and we move our own version above it.  Nobody can pin a name
+with an impossible version: a generation past ``latest_generation`` (the
+shell passes the wall clock plus 10 minutes) is dropped as ``forged``.
+Records claiming our tokens in our rack (``conflict``), of datacenters
+outside the allow-list (``foreign_dc``), messages whose claimed sender is
+not the link's peer (``forged``) and malformed payloads (``malformed``) are
+dropped and counted; nothing a peer sends can raise out of ``receive``.
 
 Pure code: no I/O, no clock (``now`` is passed in), no trio.
 """
@@ -123,6 +95,7 @@ from .events import (
     Step,
     Updated,
 )
+from .rounds import round_targets
 from .wire import (
     UINT32_MAX,
     UINT64_MAX,
@@ -144,14 +117,10 @@ __all__ = [
     "DEFAULT_MAX_MEMBERS",
     "DEFAULT_TOMBSTONE_TTL",
     "GossipState",
-    "auto_fanout",
 ]
 
 DEFAULT_TOMBSTONE_TTL = 86400.0
 DEFAULT_MAX_MEMBERS = 1024
-MAX_FANOUT = 8
-#: Most suspects probed directly in one round.
-MAX_PROBES = 2
 
 
 @attrs.define
@@ -159,17 +128,6 @@ class _Entry:
     record: NodeRecord
     down: bool = False
     expires: float = math.inf  #: tombstones only
-
-
-def auto_fanout(members: int) -> int:
-    """Random live peers per round for a view of ``members`` nodes: ceil(log2(n) / 2).
-
-    1 up to 4 nodes, 2 up to 16, 3 up to 64, 4 up to 256, 5 up to 1024.
-    One peer a round (Cassandra's choice) spreads a heartbeat too slowly
-    for the detector's 3.7-interval bound once the cluster passes about a
-    dozen nodes: see the module docstring.
-    """
-    return max(1, min(MAX_FANOUT, math.ceil(math.log2(max(members, 1)) / 2)))
 
 
 def _claim(record: NodeRecord) -> tuple[int, int, str]:
@@ -463,23 +421,8 @@ class GossipState:
         for name, entry in self._entries.items():
             if entry.record.state is not State.REMOVED:
                 (down if entry.down else live).append(name)
-        fanout = self.fanout or auto_fanout(len(live) + len(down) + 1)
-        targets: list[str] = self._rng.sample(live, min(fanout, len(live)))
-        # Probe suspects directly: a live member silent for over half its
-        # conviction time answers our SYN with its own fresh record first.
-        detector = self.detector
-        suspects = [n for n in live if detector.phi(n, now) >= detector.threshold / 2]
-        suspects.sort(key=detector.last_arrival)
-        targets.extend([n for n in suspects if n not in targets][:MAX_PROBES])
-        if down and self._rng.random() < len(down) / (len(live) + 1):
-            targets.append(self._rng.choice(down))
-        seeds = self._seeds
-        wanted = not targets or targets[0] not in seeds or len(live) < len(seeds)
-        if (seeds and wanted) and (
-            not live or self._rng.random() < len(seeds) / (len(live) + len(down))
-        ):
-            targets.append(self._rng.choice(seeds))
-        for to in dict.fromkeys(targets):
+        targets = round_targets(live, down, self._seeds, self.detector, self._rng, self.fanout, now)
+        for to in targets:
             out.append(self._syn(to))
 
     # -- merging -------------------------------------------------------------------
