@@ -39,7 +39,6 @@ from ..client.reactor import ClientCounters, ClientReactor
 from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
 from ..datastore.gate import SETTABLE_STATES, StateGate
 from ..datastore.pool import DatastorePool
-from ..gossip.detector import conviction_bounds
 from ..hints.store import HintStore
 from ..logs import LEVELS, python_level
 from ..net.links import ConnState, Link
@@ -51,7 +50,7 @@ from ..stats.histogram import Histogram
 from ..stats.metrics import info_json, prometheus
 from ..stats.requests import RequestStats
 from ..tls.peers import TlsState
-from .membership import Membership, gossip_metrics
+from .membership import Membership, gossip_info, gossip_metrics, member_counts
 
 __all__ = ["AdminTarget", "EventHub", "NodeAdmin"]
 
@@ -105,15 +104,6 @@ _NO_HINTS = {
 
 def _hint_totals(node: AdminTarget) -> dict[str, int]:
     return node.hints.totals() if node.hints is not None else dict(_NO_HINTS)
-
-
-def _gossip_counts(node: AdminTarget) -> dict[str, int]:
-    """Members of the gossip view by state ({} without gossip)."""
-    counts: dict[str, int] = {}
-    if node.membership is not None:
-        for member in node.membership.state.members.values():
-            counts[member.state.name] = counts.get(member.state.name, 0) + 1
-    return counts
 
 
 def _peer_hint_row(node: AdminTarget, name: str) -> dict[str, int]:
@@ -409,32 +399,9 @@ class NodeAdmin:
         return text + gossip_metrics(self._labels(), membership)
 
     def gossip(self) -> dict[str, Any]:
-        """The gossip view and its counters (/info "gossip", the feed, ``trinomite status``)."""
+        """The gossip view and its counters (/info "gossip", ``trinomite status``)."""
         membership = self.node.membership
-        if membership is None:
-            return {"enabled": False}
-        state = membership.state
-        low, high = conviction_bounds(state.interval)
-        return {
-            "enabled": True,
-            "local": {"name": state.local.name, "state": state.local.state.name},
-            "generation": state.local.generation,
-            "heartbeat": state.local.heartbeat,
-            "members": {
-                name: {
-                    "state": member.state.name,
-                    "dc": member.record.dc,
-                    "rack": member.record.rack,
-                    "tokens": list(member.record.tokens),
-                    "generation": member.record.generation,
-                    "heartbeat": member.record.heartbeat,
-                }
-                for name, member in sorted(state.members.items())
-            },
-            "detector": {"convicts_after_s": [round(low, 3), round(high, 3)]},
-            "counters": {**state.counters, "unsendable": membership.unsendable},
-            "last_problem": state.last_problem,
-        }
+        return {"enabled": False} if membership is None else gossip_info(membership)
 
     def snapshot(self) -> dict[str, Any]:
         node = self.node
@@ -483,7 +450,7 @@ class NodeAdmin:
             },
             "client_connections": node.counters.client_connections,
             "consistency": {"read": read.value, "write": write.value},
-            "gossip": _gossip_counts(node),
+            "gossip": {} if node.membership is None else member_counts(node.membership),
             "dropped_events": self.events.dropped,
         }
 

@@ -50,6 +50,7 @@ import trio
 from ..admin.api import NodeState
 from ..config.model import HostPort, NodeConfig
 from ..datastore.gate import StateGate
+from ..gossip.detector import conviction_bounds
 from ..gossip.events import Counter, Event, Outgoing, StateChanged, Step
 from ..gossip.state import GossipState
 from ..gossip.view import peer_infos
@@ -60,7 +61,15 @@ from ..protocol.peer import Frame, encode_frame
 from ..ring.topology import PeerInfo, Topology
 from ..stats.metrics import counter_lines, gauge_lines
 
-__all__ = ["Membership", "MembershipHost", "gossip_metrics", "start_membership", "view_changed"]
+__all__ = [
+    "Membership",
+    "MembershipHost",
+    "gossip_info",
+    "gossip_metrics",
+    "member_counts",
+    "start_membership",
+    "view_changed",
+]
 
 log = logging.getLogger("trinomite.membership")
 
@@ -240,3 +249,37 @@ def gossip_metrics(labels: dict[str, str], membership: Membership) -> str:
     return counter_lines(labels, "gossip", counters, _HELPS) + gauge_lines(
         labels, "gossip_members", "members of the gossip view, by state", by_state, "state"
     )
+
+
+def member_counts(membership: Membership) -> dict[str, int]:
+    """Members of the view by state (the feed's snapshots)."""
+    counts: dict[str, int] = {}
+    for member in membership.state.members.values():
+        counts[member.state.name] = counts.get(member.state.name, 0) + 1
+    return counts
+
+
+def gossip_info(membership: Membership) -> dict[str, Any]:
+    """/info's "gossip": the local record, every member, the detector's window, counters."""
+    state = membership.state
+    low, high = conviction_bounds(state.interval)
+    return {
+        "enabled": True,
+        "local": {"name": state.local.name, "state": state.local.state.name},
+        "generation": state.local.generation,
+        "heartbeat": state.local.heartbeat,
+        "members": {
+            name: {
+                "state": member.state.name,
+                "dc": member.record.dc,
+                "rack": member.record.rack,
+                "tokens": list(member.record.tokens),
+                "generation": member.record.generation,
+                "heartbeat": member.record.heartbeat,
+            }
+            for name, member in sorted(state.members.items())
+        },
+        "detector": {"convicts_after_s": [round(low, 3), round(high, 3)]},
+        "counters": {**state.counters, "unsendable": membership.unsendable},
+        "last_problem": state.last_problem,
+    }
