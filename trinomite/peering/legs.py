@@ -159,11 +159,7 @@ class Legs:
             extra = SAME_DC_EXTRA if target.dc == local_dc else REMOTE_DC_EXTRA
             deadline = now + self.timeout + extra + WRITE_EXTRA
             self.counters.peer_requests += count
-            entry = (target.kind, raws.joined(), leg, deadline, flags)
-            if (these := self._peer_legs.get(name)) is None:
-                self._peer_legs[name] = [entry]
-            else:
-                these.append(entry)
+            self._peer_leg(name, (target.kind, raws.joined(), leg, deadline, flags))
         copies.clear()
 
     def _pairs(
@@ -204,11 +200,16 @@ class Legs:
         if True in writes:
             extra += WRITE_EXTRA
         self.counters.peer_requests += count
-        entry = (target.kind, joined, leg, now + self.timeout + extra, flags)
-        if (these := self._peer_legs.get(name)) is None:
-            self._peer_legs[name] = [entry]
+        self._peer_leg(name, (target.kind, joined, leg, now + self.timeout + extra, flags))
+
+    def _peer_leg(self, name: str, leg: PeerLeg) -> None:
+        """Collect a leg for ``name`` inside ``route_run``, after its others."""
+        peer_legs = self._peer_legs
+        assert peer_legs is not None
+        if (these := peer_legs.get(name)) is None:
+            peer_legs[name] = [leg]
         else:
-            these.append(entry)
+            these.append(leg)
 
     def _key_token(self, key: bytes) -> int:
         """``topology.token(key)``, remembered for the last key object hashed.
@@ -300,13 +301,8 @@ class Legs:
                 sink = self._hinted(peer.name, target.kind, flags, raw, sink, target.counted)
         self.counters.peer_requests += 1
         deadline = now + self.timeout + extra
-        peer_legs = self._peer_legs
-        if peer_legs is not None:  # inside route_run: sent with the run's other legs
-            leg = (target.kind, raw, sink, deadline, flags)
-            if (these := peer_legs.get(peer.name)) is None:
-                peer_legs[peer.name] = [leg]
-            else:
-                these.append(leg)
+        if self._peer_legs is not None:  # inside route_run: sent with the run's other legs
+            self._peer_leg(peer.name, (target.kind, raw, sink, deadline, flags))
             return
         self.peers.send(peer.name, session.id, target.kind, raw, sink, deadline, flags)
 

@@ -147,6 +147,21 @@ class _Run:
         self.protocol = 2
         self.items: list[RunItem] = []
 
+    def add(
+        self,
+        payload: bytes,
+        count: int,
+        slot: Slot,
+        protocol: int,
+        pool: DatastorePool,
+        deadline: float,
+    ) -> None:
+        """One frame's requests; a change of RESP version sends the run so far first."""
+        if self.items and self.protocol != protocol:
+            self.flush(pool, deadline)
+        self.protocol = protocol
+        self.items.append((payload, count, slot))
+
     def flush(self, pool: DatastorePool, deadline: float) -> None:
         if self.items:
             pool.send_run(0, self.protocol, self.items, deadline)
@@ -307,10 +322,7 @@ class PeerConnectionHandler:
                 slot.set(_NOT_ONE_REQUEST)
             elif kind is MessageType.REQ:
                 if batched:
-                    if run.items and run.protocol != protocol:
-                        run.flush(gate.pool, deadline)
-                    run.protocol = protocol
-                    run.items.append((payload, 1, slot))
+                    run.add(payload, 1, slot, protocol, gate.pool, deadline)
                     continue
                 spec = lookup(args[0])
                 write = spec is None or spec.is_write(args)
@@ -333,10 +345,7 @@ class PeerConnectionHandler:
             slot.set(_NOT_A_BUNDLE)
             return
         if frame.type is MessageType.REQ and batched:
-            if run.items and run.protocol != protocol:
-                run.flush(gate.pool, deadline)
-            run.protocol = protocol
-            run.items.append((frame.payload, len(requests), slot))
+            run.add(frame.payload, len(requests), slot, protocol, gate.pool, deadline)
             return
         run.flush(gate.pool, deadline)  # keeps the datastore order of the frames
         joined = Gather(slot)
