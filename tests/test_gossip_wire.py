@@ -207,6 +207,7 @@ def test_builder_stops_at_its_limit():
         ({"tokens": tuple(range(MAX_TOKENS + 1))}, "tokens"),
         ({"generation": 1 << 64}, "uint64"),
         ({"tls_name": "bad name"}, "tls"),
+        ({"tls_name": "-"}, "tls"),  # the wire's "no TLS name"
         ({"port": 0}, "port"),
         ({"host": "bad host"}, "host:port"),
     ],
@@ -406,7 +407,7 @@ RECORDS = st.builds(
     generation=st.integers(0, 2**64 - 1),
     state=st.sampled_from([State.NORMAL, State.JOINING, State.LEAVING]),
     heartbeat=st.integers(0, 2**64 - 1),
-    tls_name=st.none() | st.from_regex(r"[0-9a-z.*-]{1,60}", fullmatch=True),
+    tls_name=st.none() | st.from_regex(r"[0-9a-z][0-9a-z.*-]{0,59}", fullmatch=True),
 )
 
 

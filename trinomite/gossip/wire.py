@@ -177,7 +177,8 @@ class GossipDecodeError(ValueError):
 _LABEL = re.compile(r"[!-~]{1,64}")  # printable ASCII, no space (then minus the separators)
 _LABEL_BAD = frozenset(":$,|")  # config forbids ':', Dynomite's format uses '$', ',' and '|'
 _HOST = re.compile(r"[0-9A-Za-z._:%-]{1,255}")
-_TLS = re.compile(r"[0-9A-Za-z._*-]{1,253}")
+#: A DNS-style name with a letter or digit: "-" stands for "none" on the wire.
+_TLS = re.compile(r"(?=.*[0-9A-Za-z])[0-9A-Za-z._*-]{1,253}")
 _NUMBER = re.compile(rb"0|[1-9][0-9]{0,19}")
 
 
