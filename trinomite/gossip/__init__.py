@@ -1,7 +1,10 @@
 """Gossip membership: sans-IO wire format, failure detector and state machine.
 
-No trio here: a thin async shell owns the sockets and the clock, feeds
-``GossipState.receive``/``tick`` and sends what they return.
+Pure (no trio): ``wire``, ``detector``, ``rounds``, ``state``, ``events``,
+``view``, ``seeds``; the node's shell (``node.membership``) owns the sockets
+and the clock, feeds ``GossipState.receive``/``tick`` and sends what they
+return.  ``providers`` is the one I/O module: the seed providers' HTTP and
+DNS lookups.
 """
 
 from .detector import FailureDetector as FailureDetector
