@@ -133,6 +133,7 @@ SAMPLES = {
     "max_bulk_len": "1048576",
     "max_multibulk_len": "1000",
     "max_inline_len": "4096",
+    "max_item_size": "2097152",
     "max_client_pipeline": "16",
     "shutdown_grace": "0",
     "feed_interval": "250",

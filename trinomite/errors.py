@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["NodeError", "redis_error"]
+__all__ = ["FROM_MEMCACHE", "NodeError", "memcache_error", "redis_error"]
 
 
 class NodeError(enum.Enum):
@@ -57,3 +57,15 @@ _REDIS_REPLIES = {e: b"-ERR " + e.text.encode() + b"\r\n" for e in NodeError}
 def redis_error(error: NodeError) -> bytes:
     """The RESP error line for ``error`` (precomputed)."""
     return _REDIS_REPLIES[error]
+
+
+_MEMCACHE_REPLIES = {e: b"SERVER_ERROR " + e.text.encode() + b"\r\n" for e in NodeError}
+
+#: A memcached node's own errors as peers send them, back to the RESP form
+#: they travel in inside a node (see ``datastore.memcache``).
+FROM_MEMCACHE = {_MEMCACHE_REPLIES[e]: _REDIS_REPLIES[e] for e in NodeError}
+
+
+def memcache_error(error: NodeError) -> bytes:
+    """The memcached ``SERVER_ERROR <source> <message>`` line for ``error``."""
+    return _MEMCACHE_REPLIES[error]

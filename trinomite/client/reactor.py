@@ -48,6 +48,7 @@ import logging
 import select
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -59,6 +60,7 @@ from ..stats.requests import RequestStats
 from .bounds import ClientBounds, offenders
 from .dispatch import Dispatcher
 from .local import Session
+from .memcache import McDispatcher
 
 __all__ = ["ClientConnection", "ClientCounters", "ClientReactor", "serve_clients"]
 
@@ -75,6 +77,19 @@ LINGER_BYTES = 4 * 1024 * 1024
 if hasattr(select, "epoll"):
     _READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
     _WRITE_EVENTS = _READ_EVENTS | select.EPOLLOUT
+
+
+class ClientParser(Protocol):
+    """What the reactor needs of a request parser (RESP's, or memcached's)."""
+
+    @property
+    def blob(self) -> bytes | None: ...  # the exact bytes ``parse`` consumed, if known
+    @property
+    def error(self) -> Any: ...  # with ``.reply``: sent before the connection closes
+    @property
+    def buffered(self) -> int: ...
+    def feed(self, data: bytes) -> None: ...
+    def parse(self) -> list[Any]: ...
 
 
 @attrs.define
@@ -124,9 +139,7 @@ class ClientConnection:
         self.fd = sock.fileno()
         self.session = session
         self.reactor = reactor
-        self.parser = RequestParser(
-            reactor.limits if session.authenticated else reactor.preauth_limits
-        )
+        self.parser = reactor.new_parser(session.authenticated)
         self.readable = True  # data may have arrived before the socket was registered
         self.eof = False
         self.closed = False
@@ -135,7 +148,7 @@ class ClientConnection:
         self.pumping = False
         self.reply: bytes | None = None
         self.backlog: bytes | memoryview = b""
-        self.queued: list[list[bytes]] = []
+        self.queued: list[Any] = []
         self.queued_blob: bytes | None = None
         self.indices: list[int] = []
         self.started = 0.0
@@ -300,6 +313,7 @@ class ClientConnection:
         """
         session = self.session
         parser = self.parser
+        assert isinstance(parser, RequestParser)  # memcached clients need no AUTH
         reactor = self.reactor
         replies = []
         while not session.authenticated and not session.closing:
@@ -380,14 +394,17 @@ class ClientReactor:
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatcher | McDispatcher,
         stats: RequestStats,
         limits: Limits,
         max_pipeline: int,
         counters: ClientCounters,
         make_session: Callable[[socket.socket, int], Session],
         bounds: ClientBounds | None = None,
+        make_parser: Callable[[], ClientParser] | None = None,
     ) -> None:
+        """``make_parser``: a new client's parser, for clients that never AUTH
+        (memcached's); by default a RESP parser with ``limits``."""
         if not hasattr(select, "epoll"):
             raise RuntimeError("trinomite's client server needs Linux (epoll)")
         self.dispatcher = dispatcher
@@ -407,10 +424,16 @@ class ClientReactor:
         self.hold = WriteHold()
         #: Client TLS handshakes in progress (``client.tls.admit``).
         self.handshakes = 0
+        self._make_parser = make_parser
         self._epoll = select.epoll()
         self._ids = itertools.count(1)
         self._empty = trio.Event()
         self._empty.set()
+
+    def new_parser(self, authenticated: bool) -> ClientParser:
+        if self._make_parser is not None:
+            return self._make_parser()
+        return RequestParser(self.limits if authenticated else self.preauth_limits)
 
     def add(
         self,

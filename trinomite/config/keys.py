@@ -149,7 +149,8 @@ KEYS: tuple[Key, ...] = (
         "data_store",
         choice({"0": DataStore.REDIS, "1": DataStore.MEMCACHE}),
         "Datastore protocol: 0 = Redis, 1 = memcached.",
-        differs="1 (memcached) is validated, but the node does not support it yet.",
+        differs="1 needs memcached 1.6 or newer (not the embedded store) and no "
+        "requirepass/users; see docs/memcached.md.",
     ),
     Key(
         "tokens",
@@ -274,6 +275,13 @@ KEYS: tuple[Key, ...] = (
     _extension("max_bulk_len", 1, UINT32_MAX, "bytes", "Largest bulk string a client may send."),
     _extension("max_multibulk_len", 1, INT_MAX, "elements", "Most elements in one command."),
     _extension("max_inline_len", 1, INT_MAX, "bytes", "Longest inline command line."),
+    _extension(
+        "max_item_size",
+        0,
+        2**31 - 3,
+        "bytes",
+        "Largest memcached value a client may store (data_store: 1; memcached's -I).",
+    ),
     _extension(
         "max_client_pipeline", 1, INT_MAX, "requests", "Most in-flight requests per client."
     ),

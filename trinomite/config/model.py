@@ -239,6 +239,8 @@ class NodeConfig:
     max_multibulk_len: int = 1024 * 1024
     #: Longest inline command line.
     max_inline_len: int = 64 * 1024
+    #: Largest value a memcached client may store (memcached's ``-I``, 1 MiB).
+    max_item_size: int = MIB
     #: Most requests one client may have in flight (pipeline depth bound).
     max_client_pipeline: int = 1024
     #: A request begun but not completed within this many ms closes its client.

@@ -62,6 +62,8 @@ class Hint:
 #: Commands that replace one key's whole value (or remove it), whatever it held:
 #: a later one makes an earlier one on the same key irrelevant.
 OVERWRITES = frozenset({b"set", b"setex", b"psetex", b"getset", b"del", b"unlink"})
+#: The memcached requests that overwrite their key whole (``set``, ``delete``).
+_MEMCACHE_OVERWRITES = (b"set ", b"delete ")
 
 
 def overwritten_key(payload: bytes, *, unconditional: bool = False) -> bytes | None:
@@ -70,6 +72,11 @@ def overwritten_key(payload: bytes, *, unconditional: bool = False) -> bytes | N
     ``unconditional``: only when sending it is enough to know it overwrites
     (not ``SET ... NX|XX``, whose reply tells).
     """
+    if payload.startswith(_MEMCACHE_OVERWRITES):  # a memcached payload (data_store: 1)
+        tokens = payload[: payload.find(b"\r\n")].split()
+        if tokens[0] == b"delete" and len(tokens) > 3:
+            return None
+        return tokens[1] if len(tokens) > 1 else None
     args = parse_one(payload)
     if not args or len(args) < 2 or args[0].lower() not in OVERWRITES:
         return None

@@ -46,6 +46,7 @@ import trio
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
 from ..protocol.peer import MessageType
+from ..protocol.replies import is_error
 from .log import Hint, overwritten_key
 from .store import HintStore
 
@@ -189,7 +190,15 @@ def note_write_reply(
 
 def _applied(reply: bytes) -> bool:
     """Whether a write's reply says it took effect (an error or a nil says it did not)."""
-    return reply[:1] in (b"+", b":") or (reply[:1] == b"$" and not reply.startswith(b"$-1"))
+    return (
+        reply[:1] in (b"+", b":")
+        or (reply[:1] == b"$" and not reply.startswith(b"$-1"))
+        or reply.startswith(_MEMCACHE_APPLIED)
+    )
+
+
+#: memcached's replies to a write that took effect.
+_MEMCACHE_APPLIED = (b"STORED", b"DELETED", b"TOUCHED")
 
 
 class _Batch:
@@ -265,7 +274,7 @@ def _settle(
             reply = reply_of[index]
             if reply is None or reply in MISSED:
                 break  # the peer went away (or is too slow): the rest waits
-            if reply[:1] == b"-":
+            if is_error(reply):
                 rejected += 1
                 if store.peers[name].rejected + rejected == 1:
                     log.warning("hint for %s refused by the replica: %s", name, reply.strip())

@@ -35,6 +35,7 @@ from .._version import __version__
 from ..admin.api import NodeState, PeerAction
 from ..client.auth import Authenticator
 from ..client.dispatch import Dispatcher
+from ..client.memcache import McDispatcher
 from ..client.reactor import ClientCounters, ClientReactor
 from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
 from ..datastore.gate import SETTABLE_STATES, StateGate
@@ -170,7 +171,7 @@ class AdminTarget(Protocol):
     pool: DatastorePool
     peers: PeerPools
     gate: StateGate
-    dispatcher: Dispatcher
+    dispatcher: Dispatcher | McDispatcher
     coordinator: Coordinator
     request_stats: RequestStats
     counters: ClientCounters

@@ -47,11 +47,13 @@ from ..client.auth import Authenticator
 from ..client.bounds import ClientBounds
 from ..client.dispatch import Dispatcher
 from ..client.local import Session
+from ..client.memcache import McClientParser, McDispatcher
 from ..client.reactor import ClientCounters, ClientReactor, serve_clients
 from ..client.tls import admit as admit_client
 from ..config.model import DataStore, HostPort, NodeConfig, UnixPath
 from ..config.topology import seed_peer, topology_of
 from ..datastore.gate import StateGate
+from ..datastore.memcache import MemcachePool
 from ..datastore.pool import DatastorePool
 from ..datastore.sweep import Sweeper
 from ..gossip.seeds import SeedList
@@ -68,9 +70,11 @@ from ..net.sockets import (
 )
 from ..peering.coordinator import ClusterCounters, Coordinator
 from ..peering.link import PeerConnection
+from ..peering.memcache import McRouter
 from ..peering.pools import PeerPools
 from ..peering.server import PeerConnectionHandler, PeerServerCounters, serve_peers
 from ..protocol.guard import CommandGuard
+from ..protocol.memcache import MemcacheLimits
 from ..protocol.requests import Limits
 from ..ring.topology import PeerInfo, Topology, TopologyError
 from ..stats.requests import RequestStats
@@ -123,10 +127,9 @@ class Node:
     """A running node.  Create it with ``serve_node`` or ``open_node``."""
 
     def __init__(self, config: NodeConfig, sockets: ListenSockets | None = None) -> None:
-        if config.data_store is not DataStore.REDIS:
-            raise ValueError(
-                "data_store: 1 (memcached) is not supported yet; trinomite proxies Redis"
-            )
+        memcache = config.data_store is DataStore.MEMCACHE
+        if memcache:
+            _check_memcache(config)
         self.config = config
         self._given = sockets or ListenSockets()
         _check_given(self._given, config)
@@ -139,7 +142,7 @@ class Node:
         self._provided: list[PeerInfo] = []
         #: Certificates and keys in use (reloaded by SIGHUP and /tls/reload).
         self.tls = TlsState(config)
-        self.pool = DatastorePool(config)
+        self.pool = MemcachePool(config) if memcache else DatastorePool(config)
         others = [peer for peer in self.topology.peers if not peer.local]
         self.peers = PeerPools(config, others, self.topology.local, self.tls)
         #: One write hold for every link and every task that submits to them.
@@ -168,14 +171,26 @@ class Node:
         self.coordinator = Coordinator(
             self.topology, self.gate, self.peers, config, self.cluster_counters, self.hints
         )
-        self.dispatcher = Dispatcher(
-            self.pool,
-            self.coordinator,
-            self.gate,
-            self.request_stats,
-            cluster=dynamic or not self.topology.single_node,
-            guard=CommandGuard(config.allowed_commands),
-        )
+        cluster = dynamic or not self.topology.single_node
+        self.dispatcher: Dispatcher | McDispatcher
+        if memcache:
+            self.coordinator.read_repairs = False  # versions are Redis scripts
+            self.dispatcher = McDispatcher(
+                self.pool,
+                McRouter(self.coordinator),
+                self.gate,
+                self.request_stats,
+                cluster=cluster,
+            )
+        else:
+            self.dispatcher = Dispatcher(
+                self.pool,
+                self.coordinator,
+                self.gate,
+                self.request_stats,
+                cluster=cluster,
+                guard=CommandGuard(config.allowed_commands),
+            )
         #: Client credentials (``client.auth``); None when clients need not AUTH.
         self.authenticator: Authenticator | None = None
         if config.requirepass or config.users:
@@ -198,6 +213,9 @@ class Node:
             self.counters,
             self._make_session,
             ClientBounds.from_config(config),
+            make_parser=functools.partial(McClientParser, _memcache_limits(config))
+            if memcache
+            else None,
         )
         self.clients.hold = self.writes
         self.client_address: HostPort | UnixPath = config.listen
@@ -267,6 +285,7 @@ class Node:
                 self.hints.close()
 
     async def _serve_tasks(self, task_status: trio.TaskStatus[Node]) -> None:
+        memcache = self.config.data_store is DataStore.MEMCACHE
         async with trio.open_nursery() as root:
             self._root = root
             await root.start(self.pool.run)
@@ -317,7 +336,7 @@ class Node:
                 await root.start(serve_replay, self.hints, senders, rate)
                 interval = self.config.hints_sync_interval / 1000
                 await root.start(serve_sync, self.hints, interval)
-            if self.dispatcher.cluster:  # only replicas carry versions
+            if self.dispatcher.cluster and not memcache:  # only Redis replicas carry versions
                 await root.start(self.sweeper.run)
             await root.start(self.clients.run)
             await root.start(self.clients.watch)
@@ -355,6 +374,7 @@ class Node:
         )
         if self.membership is not None:
             handler.gossip = self.membership.inbound
+        handler.memcache = self.config.data_store is DataStore.MEMCACHE
         return handler
 
     def _new_peer_connection(self, connection: PeerConnection) -> None:
@@ -451,6 +471,24 @@ async def _hold_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
     async with trio.open_nursery() as nursery:
         task_status.started(nursery)
         await trio.sleep_forever()
+
+
+def _check_memcache(config: NodeConfig) -> None:
+    """What a memcached node (``data_store: 1``) cannot do, said before it starts."""
+    if config.datastore.kind == "embedded":
+        raise ValueError(
+            f"{config.source}: data_store: 1 (memcached) needs a real memcached in "
+            "servers: (memcached 1.6 or newer); the embedded datastore speaks Redis only"
+        )
+    if config.requirepass or config.users:
+        raise ValueError(
+            f"{config.source}: requirepass/users need data_store: 0; memcached's ASCII "
+            "protocol has no AUTH"
+        )
+
+
+def _memcache_limits(config: NodeConfig) -> MemcacheLimits:
+    return MemcacheLimits(max_item_size=config.max_item_size)
 
 
 def _check_given(sockets: ListenSockets, config: NodeConfig) -> None:

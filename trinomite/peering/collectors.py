@@ -122,7 +122,7 @@ class PairQuorum:
         first = self.first
         if first == b"":
             return  # decided: a late reply is swallowed
-        if reply[:1] in (b"-", b"!"):
+        if is_error(reply):
             result = reply
         elif first is None:
             self.first = reply
@@ -134,7 +134,7 @@ class PairQuorum:
         else:
             result = NO_QUORUM if self.safe else first
         self.first = b""
-        if result[:1] in (b"-", b"!"):
+        if is_error(result):
             if self.write:
                 self.counters.client_non_quorum_w_responses += 1
             else:

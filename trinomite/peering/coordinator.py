@@ -311,13 +311,19 @@ class Coordinator(Legs):
         self, args: list[bytes], raw: bytes, protocol: int, sink: ReplySink, now: float
     ) -> None:
         """A remote DC's write: apply locally, re-send to this DC's other racks."""
-        self.counters.forwarded_requests += 1
-        self.local.send(0, protocol, raw, sink, now + self.timeout, True)
         spec = COMMANDS.get(args[0].decode("latin-1").lower()) if args else None
         keys = extract_keys(spec, args) if spec is not None and spec.arity_ok(len(args)) else None
-        if not keys:
+        self.forward(keys[0] if keys else None, raw, protocol, sink, now)
+
+    def forward(
+        self, key: bytes | None, raw: bytes, protocol: int, sink: ReplySink, now: float
+    ) -> None:
+        """``handle_forward`` of a request whose key is known (any datastore's payload)."""
+        self.counters.forwarded_requests += 1
+        self.local.send(0, protocol, raw, sink, now + self.timeout, True)
+        if key is None:
             return
-        token = self.topology.token(keys[0])
+        token = self.topology.token(key)
         if token < 0:
             return
         flags = FLAG_RESP3 if protocol == 3 else 0

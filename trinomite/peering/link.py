@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 import trio
 
-from ..errors import NodeError, redis_error
+from ..errors import FROM_MEMCACHE, NodeError, redis_error
 from ..net.links import ConnState, Link, LinkFailed
 from ..net.slots import ReplySink
 from ..net.sockets import connect_tcp
@@ -227,6 +227,10 @@ class PeerConnection(Link):
         #: Gets the gossip frames that arrive on this link (answers to ours).
         self.on_gossip: Callable[[PeerConnection, Frame], None] | None = None
         self.gossip_sent = 0
+        #: The peer answers memcached requests (``data_store: 1``): its own
+        #: errors arrive as ``SERVER_ERROR`` lines, taken back to the RESP
+        #: form they travel in inside a node.
+        self.memcache = False
         #: Bundle frames sent, and the requests they carried.
         self.bundles_sent = 0
         self.bundled_requests = 0
@@ -443,7 +447,10 @@ class PeerConnection(Link):
                     if inflight and inflight[0].msg_id == msg_id:
                         entry = inflight.popleft()
                         self.latency.observe(int((now - entry.sent) * 1e6))
-                        entry.finish(frame.payload)
+                        payload = frame.payload
+                        if self.memcache and payload[:1] == b"S":
+                            payload = FROM_MEMCACHE.get(payload, payload)
+                        entry.finish(payload)
             if parser.error is not None:
                 raise LinkFailed(self.broken_error, parser.error.message)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import trio
 
-from ..config.model import NodeConfig
+from ..config.model import DataStore, NodeConfig
 from ..net.links import ConnState, Link
 from ..net.slots import ReplySink
 from ..protocol.peer import MessageType
@@ -131,8 +131,10 @@ class PeerPools:
                 for i in range(count)
             ]
         )
+        memcache = config.data_store is DataStore.MEMCACHE
         for connection in pool.connections:
             connection.on_state_change = self._state_changed
+            connection.memcache = memcache
         return pool
 
     def _state_changed(self, connection: Link) -> None:

@@ -56,7 +56,9 @@ from ..net.links import WriteHold
 from ..net.slots import Gather, Parker, Slot, SlotGroup
 from ..net.sockets import LeanSocketStream, accept_forever
 from ..protocol import replies as r
-from ..protocol.commands import lookup
+from ..protocol.commands import Access, lookup
+from ..protocol.memcache import parse_payload
+from ..protocol.memcache_replies import to_memcache
 from ..protocol.peer import (
     FLAG_BUNDLE,
     FLAG_RESP3,
@@ -84,6 +86,9 @@ MAX_ROUNDS_IN_FLIGHT = 64
 MAX_GARBAGE = 64 * 1024
 _REQUESTS = (MessageType.REQ, MessageType.REQ_FORWARD)
 _NOT_ONE_REQUEST = r.error("ERR Protocol error: peer frame payload is not one request")
+_NOT_ONE_MEMCACHE = r.error(
+    "ERR Protocol error: peer frame payload is not one memcached request with a key"
+)
 _NOT_A_BUNDLE = r.error(
     f"ERR Protocol error: peer bundle payload is not 1 to {MAX_BUNDLE} whole requests"
 )
@@ -130,8 +135,11 @@ class _Round(SlotGroup):
 
     def reply_frames(self) -> bytes:
         parts = []
+        memcache = self.handler.memcache
         for msg_id, header, slot in self.answers:
             reply = slot.reply or b""
+            if memcache and reply[:1] == b"-":
+                reply = to_memcache(reply)  # the node's own errors, as Dynomite sends them
             if header is not None:
                 parts.append(header % (msg_id, len(reply)))
             parts.append(reply)
@@ -199,6 +207,8 @@ class PeerConnectionHandler:
         self._space = Parker()  # the reader waits for rounds to be written
         self._payloads = PayloadParser()
         self._run = _Run()
+        #: Payloads are memcached requests (``data_store: 1``), not Redis ones.
+        self.memcache = False
         #: Takes the gossip frames that arrive (``gossip.ticker``): the frames to
         #: answer with on this connection.  None: gossip is accepted and ignored.
         self.gossip: Callable[[Frame], list[bytes]] | None = None
@@ -314,6 +324,9 @@ class PeerConnectionHandler:
             slot = answers.slot(frame.msg_id, frame.same_dc)
             payload = frame.payload
             protocol = 3 if frame.flags & FLAG_RESP3 else 2
+            if self.memcache:
+                self._memcache(frame, slot, batched, now)
+                continue
             if frame.flags & FLAG_BUNDLE:
                 self._bundle(frame, slot, protocol, batched, now)
                 continue
@@ -334,6 +347,25 @@ class PeerConnectionHandler:
         if answers.answers:
             self._rounds.append(answers)
             answers.seal()
+
+    def _memcache(self, frame: Frame, slot: Slot, batched: bool, now: float) -> None:
+        """A memcached request frame: one request, checked, then as a Redis one goes."""
+        request = None if frame.flags & FLAG_BUNDLE else parse_payload(frame.payload)
+        gate = self.local
+        deadline = now + self.timeout
+        if request is None:
+            slot.set(_NOT_ONE_MEMCACHE)
+        elif frame.type is MessageType.REQ:
+            owed = 0 if request.noreply else 1
+            if batched:
+                self._run.add(frame.payload, owed, slot, 2, gate.pool, deadline)
+                return
+            assert request.spec is not None
+            write = request.spec.access is Access.WRITE
+            gate.send(0, 2, frame.payload, slot, deadline, write)
+        else:
+            self._run.flush(gate.pool, deadline)  # keeps the datastore order of the frames
+            self.coordinator.forward(request.keys[0], frame.payload, 2, slot, now)
 
     def _bundle(self, frame: Frame, slot: Slot, protocol: int, batched: bool, now: float) -> None:
         """Start a bundle frame's requests; ``slot`` gets their replies, joined in order."""

@@ -86,6 +86,7 @@ __all__ = [
     "MemcacheLimits",
     "MemcacheRequestParser",
     "encode_request",
+    "parse_payload",
 ]
 
 _CR = 13
@@ -468,3 +469,19 @@ class MemcacheRequestParser:
         if shift:
             self._start -= shift
             self._find_from = max(0, self._find_from - shift)
+
+
+#: A peer's payload is checked against memcached's largest item, whatever this
+#: node's clients may send (the coordinator already checked its own).
+_PAYLOAD_LIMITS = MemcacheLimits(max_item_size=MAX_DATA_LEN)
+
+
+def parse_payload(payload: bytes) -> McRequest | None:
+    """``payload`` as exactly one well-formed request, or None (a peer frame's check)."""
+    parser = MemcacheRequestParser(_PAYLOAD_LIMITS)
+    parser.feed(payload)
+    requests = parser.parse(2)
+    if len(requests) != 1 or parser.error is not None or not parser.at_boundary:
+        return None
+    request = requests[0]
+    return request if request.error is None and request.keys else None

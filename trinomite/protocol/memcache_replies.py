@@ -61,6 +61,7 @@ __all__ = [
     "merge_gets",
     "server_error",
     "split_values",
+    "to_memcache",
     "version",
 ]
 
@@ -153,6 +154,34 @@ class MemcacheReplyFramer:
             MemcacheReplyError: the bytes are not a reply of that kind.
         """
         return self.take_run((kind,))
+
+    def take_until(self, marker: bytes) -> bytes | None:
+        """Everything before the line that holds ``marker``; None until it arrived.
+
+        The datastore pool follows every run with a meta command whose reply
+        line carries a fresh random token (``datastore.memcache``): the run's
+        replies are then all bytes before that line, found with one search,
+        whatever their number and kinds.  The marker's line is consumed.
+        Not to be mixed with ``take`` on one stream.
+        """
+        buf = self._buf
+        found = buf.find(marker, max(self._start, self._find_from))
+        if found < 0:
+            self._find_from = max(self._start, len(buf) - len(marker) + 1)
+            return None
+        end = buf.find(_CRLF, found + len(marker) - 2)
+        if end < 0:
+            return None
+        begin = buf.rfind(_CRLF, self._start, found) + 2
+        if begin < 2:
+            begin = self._start
+        run = bytes(buf[self._start : begin])
+        self._start = end + 2
+        self._find_from = 0
+        shift = compact(buf, self._start)
+        self._start -= shift
+        self._pos = self._start
+        return run
 
     def take_run(self, kinds: Sequence[ReplyKind]) -> bytes | None:
         """The bytes of the next ``len(kinds)`` replies, as one slice; None until all arrived.
@@ -315,3 +344,21 @@ def client_error(reason: str | bytes) -> bytes:
 def version(text: str | bytes) -> bytes:
     """The ``VERSION <text>`` reply to ``version``."""
     return b"VERSION " + _line(text) + _CRLF
+
+
+def to_memcache(reply: bytes) -> bytes:
+    """``reply`` as a memcached client must see it: node-made RESP errors rewritten.
+
+    Inside a node, errors it makes itself (a peer down, a timeout) are RESP
+    lines, one per reply owed; memcached clients get each as
+    ``SERVER_ERROR <source> <message>`` (Dynomite's form).  memcached's own
+    replies never start with ``-`` and pass unchanged.
+    """
+    if reply[:1] != b"-":
+        return reply
+    out = []
+    for line in reply.split(_CRLF):
+        if line:
+            text = line[5:] if line.startswith(b"-ERR ") else line[1:]
+            out.append(b"SERVER_ERROR " + text + _CRLF)
+    return b"".join(out)

@@ -308,9 +308,20 @@ def _split_framed(data: bytes, count: int) -> list[bytes] | None:
     return out if not framer.buffered else None
 
 
+#: memcached's error lines (no RESP reply starts with E, C or S).
+_MEMCACHE_ERRORS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+
+
 def is_error(reply: bytes) -> bool:
-    """True for ``-ERR ...`` and RESP3 blob errors."""
-    return reply[:1] in (b"-", b"!")
+    """True for ``-ERR ...``, RESP3 blob errors and memcached's three error lines.
+
+    The cluster machinery is shared by both datastores (``datastore.memcache``):
+    a replica's reply counts as an error in either protocol.
+    """
+    first = reply[:1]
+    return first in (b"-", b"!") or (
+        first in (b"E", b"C", b"S") and reply.startswith(_MEMCACHE_ERRORS)
+    )
 
 
 # -- encoders for replies the node makes itself ------------------------------

@@ -1,0 +1,152 @@
+"""The datastore pool in front of memcached: the same multiplexed links, other framing.
+
+Theory of operation
+-------------------
+A memcached node (``data_store: 1``) keeps the Redis pool's design
+(``datastore.pool``): a few long-lived connections shared by every client,
+an outbox sent once per burst, a FIFO of runs in flight, the watchdog that
+times requests out one by one, reconnects with backoff.  Only the framing
+of replies differs.
+
+memcached's replies are not self-describing (a ``NOT_FOUND`` means one
+thing after ``incr`` and another after ``delete``; a retrieval runs until
+``END``; ``noreply`` requests get nothing, but some errors are sent anyway).
+So every run is followed on the wire by a meta-get of a reserved key with
+an opaque token of 120 fresh random bits (memcached takes at most 32
+bytes of opaque)::
+
+    mg __trinomite:delimiter O<30 hex digits>\\r\\n  ->  EN O<token>\\r\\n
+
+and the run's replies are everything before that line
+(``MemcacheReplyFramer.take_until``), one search per read, whatever the
+run's requests were: memcached's own bytes, forwarded unchanged, with its
+own behaviour for ``noreply`` included.  The token is unknown until the run
+is sent, so no value a client stored can contain it.  The reply is ``HD``
+instead of ``EN`` if someone stored the reserved key (clients of the node
+cannot: keys under ``__trinomite:`` are refused); only the token is
+searched for.  Meta commands need memcached 1.6 or newer: the connect
+handshake sends one delimiter and checks its echo, so an older memcached
+fails the connection with a message that says so.
+
+A run's ``count`` is the number of replies it owes (its requests without
+``noreply``): a run that fails gets that many error lines.  Errors the node
+makes travel inside the node in the RESP form (``-ERR <source> <message>``)
+and become memcached's ``SERVER_ERROR <source> <message>`` where they leave
+it (``protocol.memcache_replies.to_memcache``).
+
+Shared runs (``send_run``) are sent as one write with one delimiter per
+requester, so each gets exactly its replies without splitting them.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import trio
+
+from ..config.model import NodeConfig
+from ..net.links import LinkFailed
+from ..protocol.memcache_replies import MemcacheReplyFramer
+from ..protocol.replies import ReplyProtocolError
+from .pool import RECEIVE_SIZE, DatastoreConnection, DatastorePool, RunItem, _connector
+
+__all__ = ["DELIMITER_KEY", "MAX_RUN_REPLY", "MemcacheConnection", "MemcachePool"]
+
+#: The key the run delimiter asks for (under the reserved prefix).
+DELIMITER_KEY = b"__trinomite:delimiter"
+_DELIMITER_HEAD = b"mg " + DELIMITER_KEY + b" O"
+#: Most bytes a run's replies may take before the connection is out of step.
+MAX_RUN_REPLY = 1 << 30
+
+
+class MemcacheConnection(DatastoreConnection):
+    """One pipelined connection to memcached: replies matched per delimited run."""
+
+    def _new_delimiter(self) -> tuple[bytes, bytes]:
+        """A fresh meta-get with an opaque token, and the marker its reply line holds."""
+        at = self._entropy_at
+        if at + 15 > len(self._entropy):
+            self._entropy, at = secrets.token_bytes(4095), 0
+        self._entropy_at = at + 15
+        token = self._entropy[at : at + 15].hex().encode()
+        return _DELIMITER_HEAD + token + b"\r\n", b" O" + token + b"\r\n"
+
+    async def _handshake(self, stream: trio.abc.Stream) -> None:
+        request, marker = self._new_delimiter()
+        await stream.send_all(request)
+        framer = MemcacheReplyFramer()
+        while (before := framer.take_until(marker)) is None:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise LinkFailed(self.broken_error, "closed during the handshake")
+            framer.feed(data)
+            if framer.buffered > 4096:
+                break
+        if before != b"":
+            raise LinkFailed(
+                self.broken_error,
+                "handshake refused: the datastore does not answer meta commands "
+                "(trinomite needs memcached 1.6 or newer)",
+            )
+
+    async def _read_replies(self, stream: trio.abc.Stream) -> None:
+        framer = MemcacheReplyFramer()
+        inflight = self._inflight
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise LinkFailed(self.broken_error, "datastore closed the connection")
+            if not inflight:
+                raise ReplyProtocolError("reply with no request in flight")
+            framer.feed(data)
+            oldest = inflight[0][2]
+            answered = 0
+            with self.hold:  # replies start clients' next rounds: send them together
+                while inflight:
+                    sink, count, _, marker = inflight[0]
+                    replies = framer.take_until(marker)
+                    if replies is None:
+                        break
+                    inflight.popleft()
+                    answered += count
+                    sink.set(replies)
+            if framer.buffered > MAX_RUN_REPLY:
+                raise ReplyProtocolError("a run's replies are over 1 GiB")
+            if answered:
+                self.responses += answered
+                self.response_bytes += len(data)
+                elapsed = trio.current_time() - oldest + self.timeout
+                self.latency.observe(int(elapsed * 1e6), answered)
+
+
+class MemcachePool(DatastorePool):
+    """``datastore_connections`` connections to one memcached (``data_store: 1``)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        spec = config.datastore
+        if spec.kind == "embedded":
+            raise ValueError("the embedded datastore speaks Redis only: data_store 1 needs one")
+        self.spec = spec
+        self.store = None
+        connect = _connector(spec, None)
+        self.groups = {
+            2: [
+                MemcacheConnection(
+                    name=f"{spec.stats_name}#mc.{i}",
+                    connect=connect,
+                    protocol=2,
+                    timeout=config.timeout / 1000,
+                    max_backoff=config.server_retry_timeout / 1000,
+                    max_bulk_len=config.max_bulk_len,
+                    preconnect=config.preconnect,
+                )
+                for i in range(config.datastore_connections)
+            ]
+        }
+
+    def send_run(
+        self, client_id: int, protocol: int, items: list[RunItem], deadline: float
+    ) -> None:
+        """Each requester's requests as a run of its own (one delimiter each), one write."""
+        for raw, count, sink in items:
+            self.send(client_id, protocol, raw, count, sink, deadline)
