@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 ``open_cluster({"dc1": {"r1": 2, "r2": 2}, "dc2": {"r1": 1}})`` reserves
 every node's ports (``members``), starts one ``redis-server`` per node when
-``datastore="redis"`` (else each node gets its own embedded store), writes
+``datastore="redis"``, one ``memcached`` per node (``data_store: 1``) with
+``datastore="memcached"``, else each node gets its own embedded store, writes
 the configs (every other node a seed, evenly spaced tokens per rack), starts
 every node in the caller's Trio program, waits until every peer link is up
 and yields a ``Cluster``.  Each node runs in its own cancel scope, so a test
@@ -41,6 +42,7 @@ from redis import Redis
 from ..node.supervisor import Node, serve_node
 from .members import ClusterNode, Layout, PerNode, configure, even_tokens, reserve
 from .mesh import PeerMesh, Side
+from .memcached_server import MemcachedServer
 from .redis_server import RedisServer
 from .startup import ClusterStartError, StartupLog, capture_logs, innermost
 
@@ -58,11 +60,22 @@ __all__ = [
 STARTUP_TIMEOUT = 30.0
 #: Kept for callers of the old name.
 CONNECT_TIMEOUT = STARTUP_TIMEOUT
-DATASTORES = ("embedded", "redis")
+DATASTORES = ("embedded", "redis", "memcached")
 
 
 async def read_direct(member: ClusterNode, key: bytes) -> bytes | None:
     """``GET key`` from the member's own datastore, bypassing every node."""
+    if member.memcached is not None:
+
+        def get_mc() -> Any:
+            client = member.memcache_client(direct=True, timeout=10)
+            try:
+                return client.get(key)
+            finally:
+                client.close()
+
+        found: bytes | None = await trio.to_thread.run_sync(get_mc)
+        return found
     if member.redis is not None:
 
         def get() -> Any:
@@ -190,19 +203,19 @@ class Cluster:
         await member._stopped.wait()
 
     async def stop_datastore(self, member: ClusterNode) -> None:
-        if member.redis is None:
-            raise RuntimeError("only redis datastores can be stopped (datastore='redis')")
-        await trio.to_thread.run_sync(member.redis.stop)
+        """Kill the member's redis-server or memcached (a memcached restarts empty)."""
+        server = _server(member)
+        await trio.to_thread.run_sync(server.stop)
 
     async def start_datastore(self, member: ClusterNode) -> None:
-        if member.redis is None:
-            raise RuntimeError("only redis datastores can be started (datastore='redis')")
-        await trio.to_thread.run_sync(member.redis.start)
+        server = _server(member)
+        await trio.to_thread.run_sync(server.start)
 
     async def restore(self) -> None:
         """Undo every fault: datastores and nodes running, no partition, links up."""
         for member in self.nodes:
-            if member.redis is not None and not member.redis.running:
+            server = member.redis or member.memcached
+            if server is not None and not server.running:
                 await self.start_datastore(member)
         for member in self.nodes:
             await self.start_node(member)
@@ -238,12 +251,28 @@ class Cluster:
             member._stopped.set()
 
 
+def _server(member: ClusterNode) -> RedisServer | MemcachedServer:
+    server = member.redis or member.memcached
+    if server is None:
+        raise RuntimeError(
+            "only redis-server and memcached datastores can be stopped and started "
+            "(datastore='redis' or 'memcached')"
+        )
+    return server
+
+
 async def _start_datastores(
     members: list[ClusterNode], redis_exec: str | None, options: dict[str, str] | None
 ) -> None:
     for member in members:
         member.redis = RedisServer(binary=redis_exec, options=options)
         await trio.to_thread.run_sync(member.redis.start)
+
+
+async def _start_memcacheds(members: list[ClusterNode]) -> None:
+    for member in members:
+        member.memcached = MemcachedServer()
+        await trio.to_thread.run_sync(member.memcached.start)
 
 
 async def _start(
@@ -301,6 +330,11 @@ async def open_cluster(
                 await _start_datastores(members, redis_exec, redis_options)
             except Exception as exc:
                 raise log.error("a redis-server did not start", exc) from innermost(exc)
+        elif datastore == "memcached":
+            try:
+                await _start_memcacheds(members)
+            except Exception as exc:
+                raise log.error("a memcached did not start", exc) from innermost(exc)
         async with trio.open_nursery() as nursery:
             mesh = PeerMesh() if fault_proxies else None
             cluster = Cluster(members, nursery, mesh)
@@ -328,3 +362,5 @@ async def open_cluster(
             member.release()
             if member.redis is not None:
                 member.redis.close()
+            if member.memcached is not None:
+                member.memcached.close()

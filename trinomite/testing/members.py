@@ -29,8 +29,9 @@ import attrs
 import trio
 from redis import Redis
 
-from ..config.model import DatastoreSpec, HostPort, NodeConfig, Seed
+from ..config.model import DataStore, DatastoreSpec, HostPort, NodeConfig, Seed
 from ..node.supervisor import ListenSockets, Node
+from .memcached_server import MemcachedServer
 from .redis_server import RedisServer
 
 __all__ = ["ClusterNode", "Layout", "PerNode", "configure", "even_tokens", "reserve"]
@@ -99,6 +100,8 @@ class ClusterNode:
     #: Bound sockets waiting for the node's next start (consumed by it).
     sockets: ListenSockets | None = None
     redis: RedisServer | None = None
+    #: The node's memcached (``open_cluster(..., datastore="memcached")``).
+    memcached: MemcachedServer | None = None
     config: NodeConfig | None = None
     node: Node | None = None
     _scope: trio.CancelScope | None = None
@@ -153,6 +156,18 @@ class ClusterNode:
         kwargs.setdefault("socket_timeout", 30)
         return Redis(host=HOST, port=self.client_port, **kwargs)
 
+    def memcache_client(self, direct: bool = False, **kwargs: Any) -> Any:
+        """A pymemcache client for this node, or (``direct``) for its own memcached."""
+        from pymemcache.client.base import Client
+
+        kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("default_noreply", False)  # say what the node answered
+        if not direct:
+            return Client((HOST, self.client_port), **kwargs)
+        if self.memcached is None:
+            raise RuntimeError("this node has no memcached; use datastore='memcached'")
+        return Client((self.memcached.host, self.memcached.port), **kwargs)
+
     def datastore(self, **kwargs: Any) -> Redis:
         """A redis-py client straight to this node's redis-server."""
         if self.redis is None:
@@ -192,8 +207,12 @@ def configure(
 ) -> None:
     """Write every member's ``NodeConfig`` (its datastore: its redis-server, or embedded)."""
     for member in members:
+        extra: dict[str, Any] = {}
         if member.redis is not None:
             spec = DatastoreSpec.tcp(member.redis.host, member.redis.port)
+        elif member.memcached is not None:
+            spec = DatastoreSpec.tcp(member.memcached.host, member.memcached.port)
+            extra["data_store"] = DataStore.MEMCACHE
         else:
             spec = DatastoreSpec.embedded()
         seeds = tuple(
@@ -209,7 +228,7 @@ def configure(
             rack=member.rack,
             tokens=(member.token,),
             dyn_seeds=seeds,
-            **{"stats_listen": HostPort(HOST, 0), **overrides},
+            **{"stats_listen": HostPort(HOST, 0), **extra, **overrides},
         )
         if per_node is not None:
             member.config = attrs.evolve(member.config, **per_node(member))

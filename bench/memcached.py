@@ -1,0 +1,673 @@
+"""Memcached benchmark: trinomite (data_store: 1) against memcached and twemproxy.
+
+Theory of operation
+-------------------
+One run starts every target from scratch, each with its own ``memcached``
+(``-U 0 -l 127.0.0.1 -p PORT -t 1``, plus ``-u root`` when run as root) on a
+free loopback port, through the same process ``Lab`` as ``bench/run.py``
+(``lab.py``), and drives them all with one load generator, interleaved: round
+1 runs every target in every test and pipelining mode, then round 2, ...,
+with the target order rotated per round so machine drifts are shared by all
+targets. Per cell (target x test x mode) it reports the median req/s over
+rounds with min/max, ratios of medians to ``direct`` and ``twemproxy``, and
+the proxy processes' CPU time per request (from /proc/PID/stat around every
+load-generator run; a cluster's nodes summed), then each proxy's peak RSS
+(VmHWM). CPU used by other processes during the run is measured with
+lab.CpuMeter; over lab.FOREIGN_CPU (10%) the run is printed NOT CLEAN and the
+script exits with status 3.
+
+Targets:
+
+- ``direct``: memcached itself; the ceiling.
+- ``twemproxy``: nutcracker with a one-server pool, ``redis: false``
+  (``fnv1a_64``/``ketama``, ``timeout: 5000``, ``preconnect: true``, one
+  server connection).
+- ``single``: one trinomite node, ``data_store: 1``, ``tokens: '0'``, one
+  datastore connection, in front of its own memcached.
+- ``cluster-one``: two racks of one node each in dc1 (each node its own
+  process and memcached), ``tokens: '0'`` on both, DC_ONE reads and writes;
+  the bench talks to rack1's node, so every write is also replicated to rack2.
+  The start waits until a key set through each node has reached the other
+  node's memcached, so both peer links carry writes before measuring.
+
+Trinomite nodes run as ``python -m trinomite node.yml`` (targets.py's
+``start_trinomite_node``); a node is ready when a ``set`` through it is
+``STORED`` (the RESP ``PING`` of lab.py does not apply, so ``McLab``
+overrides ``wait_ready``).
+
+Tests, each with ``--clients`` connections (default 50), once unpipelined
+(``P1``) and once with 16 requests in flight per connection (``P16``):
+
+- ``set``: ``set key:NNNNNNN 0 0 <value-size>`` (32-byte values by default),
+  keys in turn over a key space of ``--keyspace`` keys, so every key exists
+  after the first ``set`` run of a target;
+- ``get``: ``get key:NNNNNNN`` of those keys (every reply must be a hit);
+- ``mget``: ``get k1 ... k10``, ten consecutive keys per request (one
+  request = one ``get`` line of 10 keys; req/s counts lines, not keys).
+
+The load generator is a small C program (the source is ``LOADGEN_C`` below),
+compiled with ``cc -O2`` into the run's work directory at start. Why not
+the alternatives: a Python generator needs several processes to push
+memcached and would then take most of the 2-core machine from the processes
+under test, its own speed (not the target's) limiting the direct and
+twemproxy cells; ``memcslap`` (libmemcached-tools) reports only coarse totals,
+mixes its own get/set ratio and warm-up into them, and offers no pipelining
+of plain ``get``/``set`` or fixed multi-get width, so cells would not line up
+with the Redis bench. The C generator is one thread with epoll, like
+redis-benchmark: every connection sends a batch of P requests, reads all P
+replies (parsing VALUE/END/STORED properly, counting hits, misses and error
+replies), and sends the next batch, until ``--requests`` requests have been
+answered; the clock starts once all connections are open. Each run is
+bounded by a request count and by ``RUN_TIMEOUT`` seconds (the generator
+gives up itself and the subprocess is killed a little later). Any error
+reply, or a miss in ``get``/``mget``, fails the run.
+
+Everything runs on 127.0.0.1 with free ephemeral ports; every wait and
+subprocess is bounded in time; every process is stopped at the end.
+
+Usage: python3 bench/memcached.py [--requests N] [--rounds R]
+       [--targets direct,twemproxy,single,cluster-one] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lab import FOREIGN_CPU, HOST, READY_TIMEOUT, CpuMeter, Lab, Proc, Row, free_port, yaml_block
+from lab import tail as log_tail
+from targets import start_trinomite_node
+
+MODES = {"P1": 1, "P16": 16}
+TESTS = ("set", "get", "mget")
+MGET_KEYS = 10
+RUN_TIMEOUT = 120  # seconds for one load-generator run
+COMPILE_TIMEOUT = 60  # seconds for cc
+CLUSTER_TIMEOUT = 20.0  # seconds for a cluster's replication to show
+
+# ---- the load generator ----------------------------------------------------
+
+LOADGEN_C = r"""
+/* mcload HOST PORT TEST REQUESTS CLIENTS PIPELINE KEYSPACE VALUESIZE MGETKEYS TIMEOUT_S
+ * TEST: set | get | mget.  Prints one line of key=value figures; exit 0 when
+ * every request was answered, 2 on a timeout, 1 on a connection error. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { T_SET, T_GET, T_MGET };
+
+typedef struct {
+    int fd;
+    char *out; size_t out_len, out_off, out_cap;
+    char *in; size_t in_len, in_cap;
+    long pending;      /* replies still expected for the current batch */
+    int values_in_reply;
+    int want_out;
+} conn_t;
+
+static int test, pipeline, mget_keys, value_size;
+static long requests, keyspace, issued, answered, errors, values, misses;
+static char *value;
+
+static double now(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void reserve(char **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return;
+    size_t cap2 = *cap ? *cap : 4096;
+    while (cap2 < need) cap2 *= 2;
+    *buf = realloc(*buf, cap2);
+    if (!*buf) { perror("realloc"); exit(1); }
+    *cap = cap2;
+}
+
+static void append(conn_t *c, const char *s, size_t n) {
+    reserve(&c->out, &c->out_cap, c->out_len + n);
+    memcpy(c->out + c->out_len, s, n);
+    c->out_len += n;
+}
+
+static void add_request(conn_t *c) {
+    char line[64 + 16 * 64];
+    long n = issued++;
+    int len = 0;
+    if (test == T_SET) {
+        len = snprintf(line, sizeof line, "set key:%07ld 0 0 %d\r\n", n % keyspace, value_size);
+        append(c, line, len);
+        append(c, value, value_size);
+        append(c, "\r\n", 2);
+    } else if (test == T_GET) {
+        len = snprintf(line, sizeof line, "get key:%07ld\r\n", n % keyspace);
+        append(c, line, len);
+    } else {
+        len = snprintf(line, sizeof line, "get");
+        for (int i = 0; i < mget_keys; i++)
+            len += snprintf(line + len, sizeof line - len, " key:%07ld",
+                            (n * mget_keys + i) % keyspace);
+        len += snprintf(line + len, sizeof line - len, "\r\n");
+        append(c, line, len);
+    }
+}
+
+/* Parse complete replies from c->in; returns how many finished. */
+static long parse(conn_t *c) {
+    size_t pos = 0; long done = 0;
+    for (;;) {
+        char *start = c->in + pos;
+        char *eol = memmem(start, c->in_len - pos, "\r\n", 2);
+        if (!eol) break;
+        size_t line_len = eol - start;
+        if (line_len >= 6 && memcmp(start, "VALUE ", 6) == 0) {
+            /* VALUE <key> <flags> <bytes> [<cas>] */
+            char tmp[256]; size_t n = line_len < 255 ? line_len : 255;
+            memcpy(tmp, start, n); tmp[n] = 0;
+            char key[251]; unsigned flags; long bytes;
+            if (sscanf(tmp, "VALUE %250s %u %ld", key, &flags, &bytes) != 3 || bytes < 0) {
+                fprintf(stderr, "bad VALUE line: %s\n", tmp); exit(1);
+            }
+            size_t need = line_len + 2 + (size_t)bytes + 2;
+            if (c->in_len - pos < need) break;  /* data block not complete yet */
+            pos += need; c->values_in_reply++; values++;
+            continue;
+        }
+        pos += line_len + 2;
+        if (line_len == 3 && memcmp(start, "END", 3) == 0) {
+            if (c->values_in_reply == 0) misses++;
+        } else if (!(line_len == 6 && memcmp(start, "STORED", 6) == 0)) {
+            if (errors++ < 3) fprintf(stderr, "error reply: %.*s\n", (int)line_len, start);
+        }
+        c->values_in_reply = 0;
+        done++;
+    }
+    memmove(c->in, c->in + pos, c->in_len - pos);
+    c->in_len -= pos;
+    return done;
+}
+
+static int flush_out(conn_t *c) {
+    while (c->out_off < c->out_len) {
+        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) return 0;
+            perror("write"); exit(1);
+        }
+        c->out_off += w;
+    }
+    c->out_len = c->out_off = 0;
+    return 1;
+}
+
+static void next_batch(conn_t *c) {
+    long batch = 0;
+    while (batch < pipeline && issued < requests) { add_request(c); batch++; }
+    c->pending = batch;
+}
+
+static void set_interest(int ep, conn_t *c, int want_out) {
+    if (c->want_out == want_out) return;
+    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = want_out;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 11) { fprintf(stderr, "usage: see source\n"); return 1; }
+    const char *host = argv[1]; int port = atoi(argv[2]);
+    test = !strcmp(argv[3], "set") ? T_SET : !strcmp(argv[3], "get") ? T_GET : T_MGET;
+    requests = atol(argv[4]); int clients = atoi(argv[5]); pipeline = atoi(argv[6]);
+    keyspace = atol(argv[7]); value_size = atoi(argv[8]); mget_keys = atoi(argv[9]);
+    double timeout = atof(argv[10]);
+    if (mget_keys > 16 || keyspace < 1 || clients < 1 || pipeline < 1) return 1;
+    value = malloc(value_size + 1); memset(value, 'x', value_size);
+
+    conn_t *conns = calloc(clients, sizeof *conns);
+    int ep = epoll_create1(0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    for (int i = 0; i < clients; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            perror("connect"); return 1;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        conns[i].fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    double t0 = now(), deadline = t0 + timeout;
+    for (int i = 0; i < clients; i++) {
+        next_batch(&conns[i]);
+        if (!flush_out(&conns[i])) set_interest(ep, &conns[i], 1);
+    }
+    struct epoll_event events[256];
+    int timed_out = 0;
+    while (answered < requests) {
+        if (now() > deadline) { timed_out = 1; break; }
+        int n = epoll_wait(ep, events, 256, 1000);
+        if (n < 0 && errno != EINTR) { perror("epoll_wait"); return 1; }
+        for (int e = 0; e < n; e++) {
+            conn_t *c = events[e].data.ptr;
+            if (events[e].events & EPOLLOUT)
+                if (flush_out(c)) set_interest(ep, c, 0);
+            if (!(events[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
+            for (;;) {
+                reserve(&c->in, &c->in_cap, c->in_len + 65536);
+                size_t room = c->in_cap - c->in_len;
+                ssize_t r = read(c->fd, c->in + c->in_len, room);
+                if (r < 0) {
+                    if (errno == EAGAIN || errno == EINTR) break;
+                    perror("read"); return 1;
+                }
+                if (r == 0) { fprintf(stderr, "connection closed by the server\n"); return 1; }
+                c->in_len += r;
+                if ((size_t)r < room) break;  /* drained the socket for now */
+            }
+            long done = parse(c);
+            answered += done; c->pending -= done;
+            if (c->pending < 0) { fprintf(stderr, "more replies than requests\n"); return 1; }
+            if (c->pending == 0 && issued < requests) {
+                next_batch(c);
+                if (!flush_out(c)) set_interest(ep, c, 1);
+            }
+        }
+    }
+    double secs = now() - t0;
+    printf("answered=%ld errors=%ld values=%ld misses=%ld seconds=%.6f rps=%.1f\n",
+           answered, errors, values, misses, secs, answered / secs);
+    return timed_out ? 2 : 0;
+}
+"""
+
+
+def build_loadgen(workdir: Path) -> Path:
+    """Compile LOADGEN_C into ``workdir``; the binary's path."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("no C compiler (cc) on PATH: the memcached load generator is compiled at start")
+    source, binary = workdir / "mcload.c", workdir / "mcload"
+    source.write_text(LOADGEN_C)
+    done = subprocess.run(
+        [cc, "-O2", "-Wall", "-o", str(binary), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=COMPILE_TIMEOUT,
+    )
+    if done.returncode:
+        sys.exit(f"compiling the load generator failed:\n{done.stderr}")
+    return binary
+
+
+def loadgen(binary: Path, port: int, test: str, depth: int, args: argparse.Namespace) -> Row:
+    """One run of the load generator; its figures (rps, values, misses, ...)."""
+    argv = [str(binary), HOST, str(port), test, str(args.requests), str(args.clients)]
+    argv += [str(depth), str(args.keyspace), str(args.value_size), str(MGET_KEYS)]
+    argv.append(str(RUN_TIMEOUT))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT + 10)
+    figures: Row = {}
+    for item in done.stdout.split():
+        key, _, value = item.partition("=")
+        figures[key] = float(value)
+    expected_values = args.requests * (MGET_KEYS if test == "mget" else 1)
+    problems = []
+    if done.returncode:
+        problems.append(f"exit status {done.returncode}")
+    if figures.get("answered") != args.requests:
+        problems.append(f"{figures.get('answered')} of {args.requests} answered")
+    if figures.get("errors"):
+        problems.append(f"{figures['errors']:.0f} error replies")
+    if test != "set" and (figures.get("misses") or figures.get("values") != expected_values):
+        problems.append(
+            f"{figures.get('misses', 0):.0f} misses, {figures.get('values', 0):.0f} values "
+            f"of {expected_values}"
+        )
+    if problems:
+        raise RuntimeError(
+            f"{test} P{depth} on :{port}: {'; '.join(problems)}\n{done.stdout}{done.stderr}"
+        )
+    return figures
+
+
+# ---- targets ---------------------------------------------------------------
+
+
+def stored(port: int, key: str = "__bench_ready") -> bool:
+    """True when a ``set`` through ``port`` answers STORED."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as s:
+            s.sendall(f"set {key} 0 0 1\r\n1\r\n".encode())
+            return s.recv(64) == b"STORED\r\n"
+    except OSError:
+        return False
+
+
+def has_key(port: int, key: str) -> bool:
+    """True when memcached on ``port`` holds ``key``."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as s:
+            s.sendall(f"get {key}\r\n".encode())
+            reply = b""
+            while not reply.endswith(b"END\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                reply += chunk
+            return reply.startswith(b"VALUE ")
+    except OSError:
+        return False
+
+
+class McLab(Lab):
+    """A Lab whose processes speak memcached: ready means a ``set`` is STORED."""
+
+    def wait_ready(self, proc: Proc, port: int, timeout: float = READY_TIMEOUT) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}){log_tail(proc)}")
+            if stored(port):
+                return port
+            time.sleep(0.1)
+        raise RuntimeError(f"{proc.name} did not store a key on :{port} in {timeout}s")
+
+    def start_memcached(self, name: str, attempts: int = 3) -> int:
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            argv = ["memcached", "-U", "0", "-l", HOST, "-p", str(port), "-t", "1"]
+            if os.geteuid() == 0:
+                argv += ["-u", "root"]
+            proc = self.spawn(name, argv)
+            try:
+                return self.wait_ready(proc, port)
+            except RuntimeError:
+                # An exit usually means another process took the port first: retry.
+                if proc.popen.poll() is None or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def start_direct(lab: McLab) -> int:
+    return lab.start_memcached("memcached-direct")
+
+
+def start_twemproxy(lab: McLab) -> int:
+    backend, port = lab.start_memcached("memcached-twemproxy"), free_port()
+    conf = yaml_block(
+        "bench",
+        {
+            "listen": f"{HOST}:{port}",
+            "hash": "fnv1a_64",
+            "distribution": "ketama",
+            "redis": "false",
+            "timeout": 5000,
+            "preconnect": "true",
+            "auto_eject_hosts": "false",
+            "server_connections": 1,
+            "servers": [f"{HOST}:{backend}:1"],
+        },
+    )
+    conf_path, out = lab.write("twemproxy-mc.yml", conf), lab.workdir / "nutcracker-mc.out"
+    argv = ["nutcracker", "-c", str(conf_path), "-o", str(out)]
+    argv += f"-s {free_port()} -a {HOST}".split()  # stats port, loopback only
+    return lab.wait_ready(lab.spawn("twemproxy-mc", argv, watch_rss=True), port)
+
+
+def start_single(lab: McLab) -> int:
+    backend = lab.start_memcached("memcached-single")
+    return start_trinomite_node(
+        lab,
+        "trinomite-mc",
+        {
+            "servers": [f"{HOST}:{backend}:1"],
+            "tokens": "'0'",
+            "data_store": 1,
+            "datastore_connections": 1,
+        },
+    )
+
+
+def start_cluster_one(lab: McLab) -> int:
+    """Two racks of one node each in dc1 at DC_ONE; the rack1 node's port."""
+    ports, dyn_ports = [free_port(), free_port()], [free_port(), free_port()]
+    racks = ["rack1", "rack2"]
+    backends = [0, 0]
+    for i in (1, 0):  # the node the benchmark talks to starts last
+        other = 1 - i
+        backends[i] = lab.start_memcached(f"memcached-cluster-{racks[i]}")
+        start_trinomite_node(
+            lab,
+            f"trinomite-mc-cluster-{racks[i]}",
+            {
+                "servers": [f"{HOST}:{backends[i]}:1"],
+                "tokens": "'0'",
+                "data_store": 1,
+                "datacenter": "dc1",
+                "rack": racks[i],
+                "dyn_seeds": [f"{HOST}:{dyn_ports[other]}:{racks[other]}:dc1:0"],
+                "read_consistency": "DC_ONE",
+                "write_consistency": "DC_ONE",
+                "server_retry_timeout": 1000,
+                "datastore_connections": 1,
+            },
+            port=ports[i],
+            dyn_port=dyn_ports[i],
+        )
+    # Replication is asynchronous at DC_ONE: set a fresh key through each node
+    # until it shows in the other rack's memcached (both peer links carry writes).
+    deadline = time.monotonic() + CLUSTER_TIMEOUT
+    for i in (0, 1):
+        key = f"__bench_repl_{racks[i]}"
+        while not (stored(ports[i], key) and has_key(backends[1 - i], key)):
+            if time.monotonic() > deadline:
+                logs = "".join(log_tail(p) for p in lab.procs if p.target == lab.target)
+                raise RuntimeError(
+                    f"cluster: a key set on {racks[i]} did not reach the other rack "
+                    f"within {CLUSTER_TIMEOUT} s{logs}"
+                )
+            time.sleep(0.1)
+    return ports[0]
+
+
+TARGETS: dict[str, Callable[[McLab], int]] = {
+    "direct": start_direct,
+    "twemproxy": start_twemproxy,
+    "single": start_single,
+    "cluster-one": start_cluster_one,
+}
+
+# ---- rounds and summary ----------------------------------------------------
+
+
+def run_rounds(lab: McLab, binary: Path, ports: dict[str, int], args: argparse.Namespace):
+    """Every target x mode x test per round (target order rotated); one sample each."""
+    samples: list[Row] = []
+    names = list(ports)
+    for rnd in range(args.rounds):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            for mode, depth in MODES.items():
+                cells = []
+                for test in TESTS:  # set first: get and mget read the keys it wrote
+                    cpu_before = lab.proxy_cpu(name)
+                    figures = loadgen(binary, ports[name], test, depth, args)
+                    cpu_after = lab.proxy_cpu(name)
+                    cpu_us = None
+                    if cpu_before is not None and cpu_after is not None:
+                        cpu_us = (cpu_after - cpu_before) * 1e6 / args.requests
+                    samples.append(
+                        {
+                            "round": rnd + 1,
+                            "target": name,
+                            "test": test,
+                            "mode": mode,
+                            "rps": figures["rps"],
+                            "seconds": figures["seconds"],
+                            "cpu_us": cpu_us,
+                        }
+                    )
+                    cpu = f" ({cpu_us:5.1f} us)" if cpu_us is not None else ""
+                    cells.append(f"{test} {figures['rps']:>9,.0f}{cpu}")
+                print(f"  round {rnd + 1}  {name:<12} {mode:<4} " + "  ".join(cells), flush=True)
+    return samples
+
+
+def summarise(samples: list[Row], names: list[str]) -> list[Row]:
+    rps: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], list[float]] = {}
+    for s in samples:
+        cell = (s["target"], s["test"], s["mode"])
+        rps.setdefault(cell, []).append(s["rps"])
+        if s["cpu_us"] is not None:
+            cpu.setdefault(cell, []).append(s["cpu_us"])
+    summary: list[Row] = []
+    for name in names:
+        for test in TESTS:
+            for mode in MODES:
+                values = rps[(name, test, mode)]
+                median = statistics.median(values)
+                row: Row = {
+                    "target": name,
+                    "test": test,
+                    "mode": mode,
+                    "median": median,
+                    "min": min(values),
+                    "max": max(values),
+                    "n": len(values),
+                }
+                for ref in ("direct", "twemproxy"):
+                    if (ref, test, mode) in rps:
+                        row[f"vs_{ref}"] = median / statistics.median(rps[(ref, test, mode)])
+                if (name, test, mode) in cpu:
+                    row["cpu_us"] = statistics.median(cpu[(name, test, mode)])
+                summary.append(row)
+    return summary
+
+
+def print_table(summary: list[Row], rss: dict[str, dict[str, int]]) -> None:
+    print()
+    head = f"{'target':<12} {'test':<4} {'mode':<4} {'median req/s':>13} {'min':>10} {'max':>10}"
+    print(f"{head} {'vs direct':>9} {'vs twem':>8} {'proxy CPU us/req':>17}")
+    for r in summary:
+        ratios = "".join(
+            f" {r[k]:>8.2f}x" if k in r else f" {'-':>9}" for k in ("vs_direct", "vs_twemproxy")
+        )
+        cpu = f"{r['cpu_us']:>17.1f}" if "cpu_us" in r else f"{'-':>17}"
+        print(
+            f"{r['target']:<12} {r['test']:<4} {r['mode']:<4} {r['median']:>13,.0f} "
+            f"{r['min']:>10,.0f} {r['max']:>10,.0f}{ratios} {cpu}"
+        )
+    print(f"  (mget: one request = one get of {MGET_KEYS} keys; cluster CPU: both nodes)")
+    if rss:
+        print("\npeak RSS (VmHWM) of proxy processes:")
+        for name, kb in rss.items():
+            print(f"  {name:<32} {kb.get('VmHWM', 0) / 1024:8.1f} MiB")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="trinomite memcached benchmark (see the docstring)")
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)}",
+    )
+    p.add_argument(
+        "-n", "--requests", type=int, default=150_000, help="requests per test run (default 150000)"
+    )
+    p.add_argument("-c", "--clients", type=int, default=50, help="connections per test run")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--keyspace", type=int, default=10_000, help="distinct keys (default 10000)")
+    p.add_argument("--value-size", type=int, default=32, help="bytes per value (default 32)")
+    p.add_argument("--json", type=Path, help="write all raw figures to this file")
+    args = p.parse_args(argv)
+    names = list(dict.fromkeys(t for t in args.targets.split(",") if t))
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown or not names:
+        p.error(f"unknown targets {unknown}; choose from {','.join(TARGETS)}")
+    if args.rounds < 1 or args.requests < 1 or args.clients < 1 or args.value_size < 1:
+        p.error("--rounds, --requests, --clients and --value-size must be positive")
+    # Every key get/mget asks for must have been set by the set run before them.
+    args.keyspace = max(1, min(args.keyspace, args.requests))
+    args.names = names
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("memcached", "nutcracker"):
+        if shutil.which(tool) is None and (tool == "memcached" or "twemproxy" in args.names):
+            sys.exit(f"{tool} not found on PATH")
+    meter = CpuMeter()
+    lab = McLab(Path(tempfile.mkdtemp(prefix="trinomite-bench-mc-")))
+    try:
+        binary = build_loadgen(lab.workdir)
+        ports: dict[str, int] = {}
+        for name in args.names:
+            lab.target = name
+            ports[name] = TARGETS[name](lab)
+        lab.target = ""
+        print(
+            f"targets up: {ports}; {args.requests} requests x {args.clients} clients per run, "
+            f"{args.value_size}-byte values over {args.keyspace} keys, {args.rounds} round(s)",
+            flush=True,
+        )
+        samples = run_rounds(lab, binary, ports, args)
+        lab.read_rss()
+    finally:
+        lab.stop_all()
+        shutil.rmtree(lab.workdir, ignore_errors=True)
+    foreign = meter.foreign_share()
+    stolen = meter.steal_share()
+    summary = summarise(samples, args.names)
+    print_table(summary, lab.rss)
+    if args.rounds < 3:
+        print("\nfewer than 3 rounds: the medians are not robust; use --rounds 3 or more.")
+    print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
+    print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
+    clean = foreign <= FOREIGN_CPU
+    if not clean:
+        print(
+            f"NOT CLEAN: other processes took {foreign:.0%} of the CPU (over "
+            f"{FOREIGN_CPU:.0%}); these figures are not a measurement. Rerun on a quiet machine."
+        )
+    if stolen > FOREIGN_CPU:
+        print("WARNING: the hypervisor took CPU from this machine; ratios hold, rates do not.")
+    if args.json:
+        config = {k: v for k, v in vars(args).items() if k != "json"}
+        report = {
+            "config": config,
+            "samples": samples,
+            "summary": summary,
+            "rss_kb": lab.rss,
+            "foreign_cpu_share": foreign,
+            "steal_cpu_share": stolen,
+            "clean": clean,
+        }
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0 if clean else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
