@@ -133,7 +133,8 @@ async def test_every_command_answers_exactly_as_memcached(alone, reference) -> N
         lambda: (exchange(port, EVERY_COMMAND), exchange(reference.port, EVERY_COMMAND))
     )
     assert through == direct
-    assert b"EXISTS\r\n" in direct and b"NOT_STORED\r\n" in direct
+    assert b"EXISTS\r\n" in direct
+    assert b"NOT_STORED\r\n" in direct
 
 
 async def test_a_cas_conflict_between_two_clients(alone) -> None:
@@ -265,8 +266,13 @@ def test_a_bounded_memcslap_run(memcache_node_port: int) -> None:
     server = f"127.0.0.1:{memcache_node_port}"
     for test in ("set", "get"):
         done = subprocess.run(
-            [binary, f"--servers={server}", "--concurrency=4", "--execute-number=500"]
-            + [f"--test={test}"],
+            [
+                binary,
+                f"--servers={server}",
+                "--concurrency=4",
+                "--execute-number=500",
+                f"--test={test}",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -41,8 +41,8 @@ from redis import Redis
 
 from ..node.supervisor import Node, serve_node
 from .members import ClusterNode, Layout, PerNode, configure, even_tokens, reserve
-from .mesh import PeerMesh, Side
 from .memcached_server import MemcachedServer
+from .mesh import PeerMesh, Side
 from .redis_server import RedisServer
 from .startup import ClusterStartError, StartupLog, capture_logs, innermost
 
