@@ -269,7 +269,9 @@ def _location(_node: str, feed: _Feed, _now: float) -> str:
     dc, rack = _field(feed, "dc"), _field(feed, "rack")
     if dc is None and rack is None:
         return "-"
-    return f"{_text(dc)}/{_text(rack)}"
+    # A memcached node (data_store: 1) says so; Redis is the default, unmarked.
+    store = " mc" if _field(feed, "data_store") == "memcached" else ""
+    return f"{_text(dc)}/{_text(rack)}{store}"
 
 
 def _rate(_node: str, feed: _Feed, _now: float) -> str:

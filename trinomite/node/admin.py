@@ -37,7 +37,7 @@ from ..client.auth import Authenticator
 from ..client.dispatch import Dispatcher
 from ..client.memcache import McDispatcher
 from ..client.reactor import ClientCounters, ClientReactor
-from ..config.model import Consistency, HostPort, NodeConfig, UnixPath
+from ..config.model import Consistency, DataStore, HostPort, NodeConfig, UnixPath
 from ..datastore.gate import SETTABLE_STATES, StateGate
 from ..datastore.pool import DatastorePool
 from ..hints.store import HintStore
@@ -54,6 +54,9 @@ from ..tls.peers import TlsState
 from .membership import Membership, gossip_info, gossip_metrics, member_counts
 
 __all__ = ["AdminTarget", "EventHub", "NodeAdmin"]
+
+#: ``data_store`` as /info, /metrics (a label) and the feed name it.
+_STORE_NAMES = {DataStore.REDIS: "redis", DataStore.MEMCACHE: "memcached"}
 
 EVENT_QUEUE = 256
 
@@ -319,6 +322,7 @@ class NodeAdmin:
         return {
             "pool": config.pool_name,
             "datastore": config.datastore.stats_name,
+            "data_store": _STORE_NAMES[config.data_store],
             "dc": config.datacenter,
             "rack": config.rack,
         }
@@ -340,6 +344,7 @@ class NodeAdmin:
         extra = {
             "state": self.state().name,
             "implementation": "trinomite",
+            "data_store": _STORE_NAMES[config.data_store],
             "tls": tls,
             "hints": _hints_per_peer(self.node),
             "gossip": self.gossip(),
@@ -430,6 +435,7 @@ class NodeAdmin:
             "client_address": str(node.client_address),
             "dc": node.topology.local.dc,
             "rack": node.topology.local.rack,
+            "data_store": _STORE_NAMES[node.config.data_store],
             "state": self.state().name,
             "uptime": round(time.time() - self.started, 1),
             "requests": total,
