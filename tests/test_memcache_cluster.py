@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,7 @@ from pymemcache.exceptions import MemcacheServerError
 
 from trinomite import Consistency
 from trinomite.config.model import SecureServerOption
+from trinomite.protocol.peer import FrameParser, MessageType, encode_frame
 from trinomite.testing.cluster import Cluster, ClusterNode, open_cluster
 from trinomite.testing.tls import ClusterCertificates
 
@@ -270,3 +272,46 @@ async def test_info_metrics_and_status_show_memcached_nodes() -> None:
     for address in addresses:
         line = next(line for line in table.splitlines() if line.startswith(address + " "))
         assert line.split()[1:4] == [line.split()[1], "mc", "NORMAL"], table
+
+
+def _frames_exchange(port: int, frames: bytes, count: int) -> list[Any]:
+    """Send Dynomite frames to a node's dyn_listen; the first ``count`` RES frames back."""
+    parser = FrameParser()
+    got: list[Any] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(frames)
+        while len(got) < count:
+            data = sock.recv(65536)
+            assert data, got
+            parser.feed(data)
+            got += [f for f in parser.frames() if f.type is MessageType.RES]
+    return got
+
+
+async def test_peer_frames_carry_memcached_payloads_as_dynomite_does() -> None:
+    """A Dynomite peer's REQ frames, each one memcached request; RES frames echo the ids."""
+    with trio.fail_after(WAIT):
+        async with open_cluster({"dc1": {"r1": 1}}, datastore="memcached") as cluster:
+            member = cluster.node("dc1", "r1")
+            frames = b"".join(
+                encode_frame(msg_id, MessageType.REQ, payload, same_dc=True)
+                for msg_id, payload in [
+                    (7, b"set p 3 0 2\r\nhi\r\n"),
+                    (8, b"get p\r\n"),
+                    (9, b"get\r\n"),  # not one request with a key: refused, link kept
+                    (10, b"delete p\r\n"),
+                ]
+            )
+            replies = await trio.to_thread.run_sync(_frames_exchange, member.peer_port, frames, 4)
+            assert [(f.msg_id, f.payload) for f in replies] == [
+                (7, b"STORED\r\n"),
+                (8, b"VALUE p 3 2\r\nhi\r\nEND\r\n"),
+                (9, replies[2].payload),
+                (10, b"DELETED\r\n"),
+            ]
+            # The node's own errors go out in memcached's form, as Dynomite's.
+            assert replies[2].payload.startswith(b"SERVER_ERROR Protocol error: ")
+            await cluster.stop_datastore(member)
+            frame = encode_frame(11, MessageType.REQ, b"get p\r\n", same_dc=True)
+            (down,) = await trio.to_thread.run_sync(_frames_exchange, member.peer_port, frame, 1)
+            assert down.payload.startswith(b"SERVER_ERROR Storage: ")

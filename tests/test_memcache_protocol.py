@@ -979,3 +979,38 @@ def test_differential_refusals_match_memcached(memcached, stream):
     requests, replies, _ = memcached.exchange(stream)
     ours = [r.error.reply for r in requests[:-1] if r.error is not None and not r.noreply]
     assert replies == ours
+
+
+# -- a peer frame's payload: exactly one request -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"get a b\r\nget c\r\n",  # two requests
+        b"set a 0 0 5\r\nab",  # incomplete
+        b"set a 0 0 1\r\nxyz\r\n",  # a framing error
+        b"bogus\r\n",  # refused
+        b"get\r\n",  # no key
+        b"version\r\n",  # keyless
+        b"quit\r\n",
+        b"set a 0 0 2000000\r\n",  # its data block never came
+    ],
+)
+def test_payload_check_refuses_anything_but_one_keyed_request(payload: bytes) -> None:
+    from trinomite.protocol.memcache import parse_payload
+
+    assert parse_payload(payload) is None
+    # The checker is left usable whatever came before.
+    request = parse_payload(b"set k 1 0 2\r\nhi\r\n")
+    assert request is not None
+    assert (request.command, request.keys, request.data) == (b"set", (b"k",), b"hi")
+
+
+def test_payload_check_takes_values_over_a_client_item_limit() -> None:
+    from trinomite.protocol.memcache import parse_payload
+
+    big = b"x" * (2 * 1024 * 1024)
+    request = parse_payload(b"set big 0 0 %d\r\n%s\r\n" % (len(big), big))
+    assert request is not None
+    assert request.data == big

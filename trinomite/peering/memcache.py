@@ -181,6 +181,10 @@ class McRouter:
         """A retrieval of keys with different owners: one fragment per owner set."""
         coordinator = self.coordinator
         topology = coordinator.topology
+        if topology.one_owner_per_rack:  # every key has the same owners: no fragments
+            token = coordinator._key_token(request.keys[0])
+            coordinator.replicate(session, token, request.raw, write, level, sink, now)
+            return
         groups: dict[tuple[str, ...], list[bytes]] = {}
         for key in dict.fromkeys(request.keys):  # a repeated key is fetched once
             groups.setdefault(topology.owners(topology.token(key)), []).append(key)

@@ -476,12 +476,20 @@ class MemcacheRequestParser:
 _PAYLOAD_LIMITS = MemcacheLimits(max_item_size=MAX_DATA_LEN)
 
 
+_payloads = [MemcacheRequestParser(_PAYLOAD_LIMITS)]
+
+
 def parse_payload(payload: bytes) -> McRequest | None:
-    """``payload`` as exactly one well-formed request, or None (a peer frame's check)."""
-    parser = MemcacheRequestParser(_PAYLOAD_LIMITS)
+    """``payload`` as exactly one well-formed request, or None (a peer frame's check).
+
+    One parser is reused while it is left clean (at a request boundary,
+    not closed); any other outcome replaces it.
+    """
+    parser = _payloads[0]
     parser.feed(payload)
     requests = parser.parse(2)
-    if len(requests) != 1 or parser.error is not None or not parser.at_boundary:
+    if len(requests) != 1 or parser.closed or not parser.at_boundary:
+        _payloads[0] = MemcacheRequestParser(_PAYLOAD_LIMITS)
         return None
     request = requests[0]
     return request if request.error is None and request.keys else None
