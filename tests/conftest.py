@@ -7,8 +7,13 @@ Blocking clients (redis-py, redis-cli) run in threads via ``in_thread``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,6 +28,23 @@ from trinomite.testing.faultproxy import FaultProxy, serve_fault_proxy
 pytest_plugins = ["pytester"]
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def run_node(conf: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m trinomite -o log conf`` from the repository; killed if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trinomite", "-o", str(log), str(conf)],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
 
 
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -8,10 +8,8 @@ redis-benchmark (which probes CONFIG GET first).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,8 @@ import pytest
 import redis
 
 from trinomite.testing import RedisServer, free_ports
+
+from .conftest import run_node
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,12 +46,7 @@ def node_process(tmp_path: Path, redis_backend: RedisServer) -> Iterator[int]:
         DYNOMITE_SINGLE.format(port=port, dyn=dyn, stats=stats, redis=redis_backend.port)
     )
     log = tmp_path / "node.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trinomite", "-o", str(log), str(conf)],
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
-    try:
+    with run_node(conf, log) as process:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and process.poll() is None:
             probe = subprocess.run(
@@ -65,10 +60,6 @@ def node_process(tmp_path: Path, redis_backend: RedisServer) -> Iterator[int]:
         yield port
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def cli(port: int, *args: str, stdin: str | None = None) -> str:

@@ -11,9 +11,12 @@ and pymemcache drive the node as users would.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import attrs
 import pytest
@@ -26,9 +29,11 @@ from trinomite.config.model import DataStore, DatastoreSpec, HostPort
 from trinomite.node.supervisor import Node
 from trinomite.testing.cluster import Cluster, ClusterNode, open_cluster
 from trinomite.testing.memcached_server import MemcachedServer
+from trinomite.testing.redis_server import free_ports
 from trinomite.testing.thread import run_in_thread
 
 from .clusterutil import WAIT
+from .conftest import ROOT, run_node
 
 ALONE = {"dc1": {"r1": 1}}
 
@@ -314,3 +319,46 @@ def test_the_embedded_store_is_refused_for_memcached() -> None:
 def test_passwords_are_refused_for_memcached() -> None:
     with pytest.raises(ValueError, match="memcached's ASCII protocol has no AUTH"):
         Node(_config(requirepass="secret"))
+
+
+def test_python_m_trinomite_serves_a_dynomite_memcached_file(tmp_path: Path) -> None:
+    """Dynomite's mc_single layout, ports changed, run as a process; pymemcache talks to it."""
+    from pymemcache.client.base import Client
+
+    text = (ROOT / "conf" / "mc_single.yml").read_text()
+    memcached = MemcachedServer()
+    memcached.start()
+    port, dyn, stats = free_ports(3)
+    for old, new in (
+        ("127.0.0.1:11211", memcached.address),
+        ("127.0.0.1:8102", f"127.0.0.1:{port}"),
+        ("127.0.0.1:8101", f"127.0.0.1:{dyn}"),
+        ("127.0.0.1:22222", f"127.0.0.1:{stats}"),
+    ):
+        text = text.replace(old, new)
+    conf = tmp_path / "mc_single.yml"
+    conf.write_text(text)
+    log = tmp_path / "node.log"
+    try:
+        with run_node(conf, log) as process:
+            deadline = time.monotonic() + 15
+            while b"VERSION" not in _probe(port):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail(f"node did not start (exit {process.poll()}): {log.read_text()}")
+                time.sleep(0.05)
+            client = Client(("127.0.0.1", port), default_noreply=False, timeout=10)
+            assert client.set("cli", b"value") is True
+            assert client.get("cli") == b"value"
+            assert client.version().startswith(b"trinomite-")
+            client.close()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+    finally:
+        memcached.close()
+
+
+def _probe(port: int) -> bytes:
+    try:
+        return exchange(port, b"version\r\nquit\r\n", timeout=2.0)
+    except OSError:
+        return b""
