@@ -234,6 +234,8 @@ class McRequest:
 
 def _number(token: bytes, field: str) -> bool:
     signed, low, high = _NUMBERS[field]
+    if token.isdigit() and len(token) <= 20:  # plain digits, the usual case: >= every low
+        return int(token) <= high
     if (_SIGNED if signed else _UNSIGNED).fullmatch(token) is None:
         return False
     return low <= int(token) <= high
@@ -241,6 +243,9 @@ def _number(token: bytes, field: str) -> bool:
 
 def _data_length(token: bytes) -> int:
     """A ``<bytes>`` token's value, or -1 if memcached would not read it."""
+    if token.isdigit() and len(token) <= 20:
+        size = int(token)
+        return size if size <= MAX_DATA_LEN else -1
     if _SIGNED.fullmatch(token) is None:
         return -1
     size = int(token)
