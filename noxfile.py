@@ -81,7 +81,7 @@ def wheel(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     runs = session.posargs or ["-runs=2000000"]
-    for target in ("requests", "frames", "replies"):
+    for target in ("requests", "frames", "replies", "mc_requests", "mc_replies"):
         found = os.path.join(HERE, ".fuzz", target)
         os.makedirs(found, exist_ok=True)
         session.run(
