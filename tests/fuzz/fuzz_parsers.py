@@ -1,7 +1,8 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the parsers that read untrusted bytes.
 
 ``FUZZ_TARGET`` picks one of ``targets.TARGETS`` (requests, frames,
-replies, mc_requests or mc_replies); see ``targets`` for what each checks.  Run by ``tests/test_fuzz.py``
+replies, mc_requests or mc_replies); see ``targets`` for what each checks.
+Run by ``tests/test_fuzz.py``
 for a bounded number of inputs over the committed seed corpus in
 ``tests/fuzz/corpus/<target>/``, and for longer by ``nox -s fuzz``::
 
