@@ -315,3 +315,36 @@ async def test_peer_frames_carry_memcached_payloads_as_dynomite_does() -> None:
             frame = encode_frame(11, MessageType.REQ, b"get p\r\n", same_dc=True)
             (down,) = await trio.to_thread.run_sync(_frames_exchange, member.peer_port, frame, 1)
             assert down.payload.startswith(b"SERVER_ERROR Storage: ")
+
+
+@pytest.mark.parametrize(
+    "level", [Consistency.DC_ONE, Consistency.DC_QUORUM, Consistency.DC_SAFE_QUORUM]
+)
+async def test_a_pipelined_round_through_two_racks_answers_as_one_memcached(
+    level: Consistency,
+) -> None:
+    """Every command, pipelined in one write: the replies, in order, are memcached's own.
+
+    One node per rack, so the coordinator's own memcached sees every request,
+    as the reference does (cas uniques then agree).  The round's local legs
+    travel as one shared run and its peer legs as one write, on both nodes.
+    """
+    from trinomite.testing.memcached_server import MemcachedServer
+
+    from .test_memcache_node import EVERY_COMMAND, exchange
+
+    levels = {"read_consistency": level, "write_consistency": level}
+    reference = MemcachedServer()
+    reference.start()
+    try:
+        with trio.fail_after(WAIT):
+            async with open_cluster(PAIR, datastore="memcached", **levels) as cluster:
+                a, b = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
+                through = await trio.to_thread.run_sync(exchange, a.client_port, EVERY_COMMAND)
+                direct = await trio.to_thread.run_sync(exchange, reference.port, EVERY_COMMAND)
+                assert through == direct
+                assert await direct_get(b, "a") == await direct_get(a, "a") == b"<<foobar"
+                assert b.node is not None
+                assert b.node.peer_counters.dnode_client_err == 0
+    finally:
+        reference.close()

@@ -1014,3 +1014,45 @@ def test_payload_check_takes_values_over_a_client_item_limit() -> None:
     request = parse_payload(b"set big 0 0 %d\r\n%s\r\n" % (len(big), big))
     assert request is not None
     assert request.data == big
+
+
+def test_split_run_frames_a_delimited_run_by_kinds() -> None:
+    from trinomite.protocol.memcache_replies import split_run
+
+    kinds = [ReplyKind.STORED, ReplyKind.VALUES, ReplyKind.VALUES, ReplyKind.NUMBER]
+    parts = [
+        b"STORED\r\n",
+        b"VALUE a 0 4\r\nEND\r\r\nVALUE b 1 0\r\n\r\nEND\r\n",  # data that looks like END
+        b"SERVER_ERROR out of memory\r\n",  # an error ends a retrieval
+        b"12 \r\n",
+    ]
+    assert split_run(b"".join(parts), kinds) == parts
+    assert split_run(b"".join(parts), kinds[:3]) is None  # a reply left over
+    assert split_run(b"".join(parts[:3]), kinds) is None  # one missing
+    assert split_run(b"VALUE a 0 9\r\nshort\r\nEND\r\n", [ReplyKind.VALUES]) is None
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.replies: list[bytes] = []
+
+    def set(self, reply: bytes) -> None:
+        self.replies.append(reply)
+
+
+def test_a_shared_run_hands_each_request_its_reply_or_an_error() -> None:
+    from trinomite.datastore.memcache import RunSplit
+    from trinomite.errors import NodeError, redis_error
+
+    kinds = [ReplyKind.STORED, ReplyKind.VALUES]
+    sinks = [_Sink(), _Sink()]
+    RunSplit(list(sinks), kinds).set(b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n")
+    assert [s.replies for s in sinks] == [[b"STORED\r\n"], [b"VALUE k 0 1\r\nx\r\nEND\r\n"]]
+    timeout = redis_error(NodeError.STORAGE_TIMEOUT)
+    sinks = [_Sink(), _Sink()]
+    RunSplit(list(sinks), kinds).set(timeout * 2)  # the node's own error, once per request
+    assert [s.replies for s in sinks] == [[timeout], [timeout]]
+    sinks = [_Sink(), _Sink()]
+    RunSplit(list(sinks), kinds).set(b"STORED\r\n")  # out of step: nobody gets another's
+    unsplit = redis_error(NodeError.STORAGE_PROTOCOL)
+    assert [s.replies for s in sinks] == [[unsplit], [unsplit]]

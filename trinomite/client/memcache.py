@@ -95,7 +95,9 @@ class McClientParser(MemcacheRequestParser):
 class McRoute(Protocol):
     """Where a memcached node's cluster requests go (``peering.memcache.McRouter``)."""
 
+    def begin(self) -> None: ...
     def route(self, session: Session, request: McRequest, sink: ReplySink, now: float) -> None: ...
+    def end(self, session: Session, now: float) -> None: ...
 
 
 class _Converted:
@@ -178,6 +180,28 @@ class McDispatcher:
                     return indices
             indices = []
         gather = _McGather(sink)
+        routed = self.cluster or self.gate.state is not NodeState.NORMAL
+        if routed:
+            self.router.begin()
+        try:
+            self._start(session, requests, gather, routed, indices, now)
+        finally:
+            if routed:
+                self.router.end(session, now)
+        gather.seal()
+        return indices
+
+    def _start(
+        self,
+        session: Session,
+        requests: list[McRequest],
+        gather: Gather,
+        routed: bool,
+        indices: list[int],
+        now: float,
+    ) -> None:
+        """The per-request decisions of ``start`` (see the module doc)."""
+        index = _INDEX
         run: list[bytes] = []  # a lone node's consecutive datastore requests
         owed = 0
         for request in requests:
@@ -196,10 +220,7 @@ class McDispatcher:
                     reply = _SHUTTING_DOWN
                 elif any(key.startswith(RESERVED_PREFIX) for key in request.keys):
                     reply = _RESERVED_KEY
-                elif self.cluster or self.gate.state is not NodeState.NORMAL:
-                    if run:
-                        self._send(session, run, owed, gather.slot(), now)
-                        run, owed = [], 0
+                elif routed:
                     slot: ReplySink = _DROP if request.noreply else gather.slot()
                     self.router.route(session, request, slot, now)
                     continue
@@ -215,8 +236,6 @@ class McDispatcher:
             gather.add(reply)
         if run:
             self._send(session, run, owed, gather.slot(), now)
-        gather.seal()
-        return indices
 
     def _send(self, session: Session, run: list[bytes], owed: int, slot: Slot, now: float) -> None:
         self.pool.send(session.id, 2, b"".join(run), owed, slot, now + self.timeout)

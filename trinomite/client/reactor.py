@@ -32,6 +32,11 @@ needs.  Edge-triggered readiness is tracked explicitly: a connection stays
 "readable" until a ``recv`` comes back short (the kernel buffer was empty
 then; data arriving later raises a new edge).
 
+The parser and the dispatcher are the datastore's: RESP's (``Dispatcher``)
+or, on a memcached node, memcached's ASCII protocol (``client.memcache``);
+the reactor only feeds one, hands its requests to the other and writes
+what comes back.
+
 Failure handling: a framing error is answered with Redis's
 ``-ERR Protocol error: ...`` line, after the replies owed before it, then
 the connection closes.  An exception while handling one connection is

@@ -34,8 +34,13 @@ makes travel inside the node in the RESP form (``-ERR <source> <message>``)
 and become memcached's ``SERVER_ERROR <source> <message>`` where they leave
 it (``protocol.memcache_replies.to_memcache``).
 
-Shared runs (``send_run``) are sent as one write with one delimiter per
-requester, so each gets exactly its replies without splitting them.
+Shared runs (``send_run``: a client round's local legs in a cluster, the
+request frames of one peer read) of single requests are one run with one
+delimiter; ``RunSplit`` frames its reply per request by the kind of reply
+each expects (``split_run``: a line, or VALUE blocks to ``END``).  A run
+with a ``noreply`` request (a Dynomite peer may send one) is sent as one
+run per requester instead, since memcached may answer such a request with
+an error after all.
 """
 
 from __future__ import annotations
@@ -45,18 +50,55 @@ import secrets
 import trio
 
 from ..config.model import NodeConfig
+from ..errors import NodeError, redis_error
 from ..net.links import LinkFailed
-from ..protocol.memcache_replies import MemcacheReplyFramer
+from ..net.slots import ReplySink
+from ..protocol.memcache_commands import COMMANDS
+from ..protocol.memcache_replies import MemcacheReplyFramer, ReplyKind, split_run
 from ..protocol.replies import ReplyProtocolError
 from .pool import RECEIVE_SIZE, DatastoreConnection, DatastorePool, RunItem, _connector
 
-__all__ = ["DELIMITER_KEY", "MAX_RUN_REPLY", "MemcacheConnection", "MemcachePool"]
+__all__ = ["DELIMITER_KEY", "MAX_RUN_REPLY", "MemcacheConnection", "MemcachePool", "RunSplit"]
 
 #: The key the run delimiter asks for (under the reserved prefix).
 DELIMITER_KEY = b"__trinomite:delimiter"
 _DELIMITER_HEAD = b"mg " + DELIMITER_KEY + b" O"
 #: Most bytes a run's replies may take before the connection is out of step.
 MAX_RUN_REPLY = 1 << 30
+
+
+#: The reply each command expects, by the bytes a request starts with.
+_KINDS = {name + b" ": spec.reply for name, spec in COMMANDS.items() if spec.reply is not None}
+_UNSPLIT = redis_error(NodeError.STORAGE_PROTOCOL)
+
+
+def _kind_of(raw: bytes) -> ReplyKind | None:
+    return _KINDS.get(raw[: raw.find(b" ") + 1])
+
+
+class RunSplit:
+    """Hands each single request of a shared run its own reply (see the module doc)."""
+
+    __slots__ = ("kinds", "sinks")
+
+    def __init__(self, sinks: list[ReplySink], kinds: list[ReplyKind]) -> None:
+        self.sinks = sinks
+        self.kinds = kinds
+
+    def set(self, reply: bytes) -> None:
+        sinks = self.sinks
+        parts: list[bytes] | None
+        if reply[:1] == b"-":  # the node's own error, one line per request
+            lines = reply.split(b"\r\n")[:-1]
+            parts = [line + b"\r\n" for line in lines] if len(lines) == len(sinks) else None
+        else:
+            parts = split_run(reply, self.kinds)
+        if parts is None:
+            for sink in sinks:
+                sink.set(_UNSPLIT)
+            return
+        for sink, part in zip(sinks, parts, strict=True):
+            sink.set(part)
 
 
 class MemcacheConnection(DatastoreConnection):
@@ -147,6 +189,13 @@ class MemcachePool(DatastorePool):
     def send_run(
         self, client_id: int, protocol: int, items: list[RunItem], deadline: float
     ) -> None:
-        """Each requester's requests as a run of its own (one delimiter each), one write."""
+        """Several requesters' requests as one write (see the module doc)."""
+        if len(items) > 1 and all(count == 1 for _, count, _ in items):
+            kinds = [kind for raw, _, _ in items if (kind := _kind_of(raw)) is not None]
+            if len(kinds) == len(items):
+                raw = b"".join([item[0] for item in items])
+                split = RunSplit([item[2] for item in items], kinds)
+                self.send(client_id, protocol, raw, len(items), split, deadline)
+                return
         for raw, count, sink in items:
             self.send(client_id, protocol, raw, count, sink, deadline)

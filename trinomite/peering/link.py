@@ -281,7 +281,7 @@ class PeerConnection(Link):
 
     def submit_many(self, legs: list[PeerLeg]) -> bool:
         """Send several requests as one write; False (nothing sent) while unreachable."""
-        if self.bundles:
+        if self.bundles and not self.memcache:  # bundles carry RESP requests only
             return self._submit_bundles(legs)
         legs = _one_per_request(legs)
         if self.rate:  # the throttle counts outbox entries as frames: one each

@@ -17,6 +17,10 @@ memcached needs decided first, per request (``McRouter.route``)::
                                   (``CasThen``), counted as a write quorum
     any other                  -> ``replicate(token of its key)``
 
+A client round's requests are routed between ``begin`` and ``end``: their
+local datastore legs go out as one shared run and each peer's as one write
+(``Coordinator.route_run``'s batching; no bundles, which carry RESP only).
+
 Replicas always answer: a ``noreply`` request is sent without its
 ``noreply`` (``McRequest.without_noreply``), so a quorum write waits for
 its quorum and a replica's miss becomes a hint as for any write; only the
@@ -35,9 +39,11 @@ values with.  Pure routing: no I/O of its own.
 
 from __future__ import annotations
 
+from ..admin.api import NodeState
 from ..cluster.quorum import QuorumDecision
 from ..cluster.routing import Mode, Plan
 from ..config.model import Consistency
+from ..datastore.pool import RunItem
 from ..errors import NodeError, redis_error
 from ..net.slots import ReplySink
 from ..protocol.commands import Access
@@ -47,6 +53,7 @@ from ..protocol.replies import is_error
 from .collectors import QuorumSink
 from .coordinator import Coordinator
 from .legs import Caller
+from .link import PeerLeg
 
 __all__ = ["CasThen", "McMerge", "McRouter"]
 
@@ -145,6 +152,31 @@ class McRouter:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
+        self._legs: list[RunItem] = []
+        self._peer_legs: dict[str, list[PeerLeg]] = {}
+
+    def begin(self) -> None:
+        """Collect the legs of the requests routed until ``end``, as ``route_run`` does.
+
+        With the node NORMAL, the local datastore legs become one shared run
+        (one send, one delimiter); each peer's legs one write.
+        """
+        coordinator = self.coordinator
+        self._legs, self._peer_legs = [], {}
+        coordinator._peer_legs = self._peer_legs
+        if coordinator.local.state is NodeState.NORMAL:  # else the gate sees each one
+            coordinator._legs = self._legs
+
+    def end(self, session: Caller, now: float) -> None:
+        """Send what was collected since ``begin``."""
+        coordinator = self.coordinator
+        coordinator._legs = coordinator._peer_legs = None
+        legs, peer_legs = self._legs, self._peer_legs
+        self._legs, self._peer_legs = [], {}
+        if legs:
+            coordinator.local.pool.send_run(session.id, 2, legs, now + coordinator.timeout)
+        for name, these in peer_legs.items():
+            coordinator.peers.send_many(name, session.id, these)
 
     def route(self, session: Caller, request: McRequest, sink: ReplySink, now: float) -> None:
         coordinator = self.coordinator

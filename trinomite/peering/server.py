@@ -32,7 +32,9 @@ At most ``MAX_ROUNDS_IN_FLIGHT`` rounds per connection are unanswered; the
 reader waits for the writer beyond that, which is the link's backpressure.
 
 Each reply frame echoes the request's message id and ``same_dc``.  A
-request frame's payload must be exactly one well-formed Redis request: the
+request frame's payload must be exactly one well-formed Redis request (on a
+memcached node, ``data_store: 1``: one memcached request with a key, never
+a bundle, and the node's own errors go back as ``SERVER_ERROR`` lines): the
 payload is parsed before it goes anywhere near the shared datastore
 connections, so a confused or hostile peer can only hurt its own link.  A
 fatal framing error (payload over the limit, encrypted frames, which

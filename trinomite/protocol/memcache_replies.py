@@ -60,6 +60,7 @@ __all__ = [
     "is_error",
     "merge_gets",
     "server_error",
+    "split_run",
     "split_values",
     "to_memcache",
     "version",
@@ -279,6 +280,41 @@ def split_values(reply: bytes) -> list[tuple[bytes, bytes]] | None:
             return None
         out.append((line.split(b" ", 2)[1], reply[pos:stop]))
         pos = stop
+
+
+def split_run(reply: bytes, kinds: Sequence[ReplyKind]) -> list[bytes] | None:
+    """A delimited run's replies (``datastore.memcache``), one per request of ``kinds``.
+
+    Framing only, for replies already known to be the run's whole reply: a
+    retrieval runs to its ``END`` (or an error line), skipping VALUE data
+    by length; every other kind is one line.  None if the bytes do not
+    split into exactly ``len(kinds)`` replies.
+    """
+    out: list[bytes] = []
+    at = 0
+    end = len(reply)
+    find = reply.find
+    for kind in kinds:
+        start = at
+        if kind is ReplyKind.VALUES:
+            while True:
+                nl = find(_CRLF, at)
+                if nl < 0:
+                    return None
+                if not reply.startswith(b"VALUE ", at):
+                    at = nl + 2
+                    break
+                size = _value_length(reply[at:nl])
+                at = nl + 2 + size + 2
+                if size < 0 or at > end or reply[at - 2 : at] != _CRLF:
+                    return None
+        else:
+            nl = find(_CRLF, at)
+            if nl < 0:
+                return None
+            at = nl + 2
+        out.append(reply[start:at])
+    return out if at == end else None
 
 
 def merge_gets(*parts: bytes, keys: Iterable[bytes] | None = None) -> bytes:
