@@ -362,3 +362,50 @@ def _probe(port: int) -> bytes:
         return exchange(port, b"version\r\nquit\r\n", timeout=2.0)
     except OSError:
         return b""
+
+
+async def test_pymemcache_over_client_tls(tmp_path: Path) -> None:
+    """``client_tls`` on a memcached node: pymemcache with an SSL context, values of any size."""
+    import ssl
+
+    from trinomite import open_node
+    from trinomite.testing.tls import write_pair
+    from trinomite.tls import certs
+
+    ca = certs.make_ca()
+    certs.write_public(tmp_path / "ca.crt", ca.cert_pem)
+    server = write_pair(tmp_path, "node", certs.issue(ca, "node", ["127.0.0.1"]))
+    memcached = MemcachedServer()
+    await trio.to_thread.run_sync(memcached.start)
+    try:
+        config = _config(
+            servers=(DatastoreSpec.tcp(memcached.host, memcached.port),),
+            stats_listen=HostPort("127.0.0.1", 0),
+            client_tls=True,
+            tls_ca_file=str(tmp_path / "ca.crt"),
+            **server,
+        )
+        async with open_node(config) as node:
+            port = node.client_address.port  # type: ignore[union-attr]
+
+            def work() -> tuple[object, ...]:
+                from pymemcache.client.base import Client
+
+                context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+                client = Client(
+                    ("127.0.0.1", port), tls_context=context, default_noreply=False, timeout=10
+                )
+                big = b"v" * 200_000  # many TLS records
+                stored = client.set("tls", big)
+                many = client.set_many({f"k{i}": str(i) for i in range(100)})
+                got = client.get("tls"), client.get_many(["k1", "k99"])
+                client.close()
+                return stored, many, got
+
+            stored, failed, (value, values) = await trio.to_thread.run_sync(work)
+            assert stored is True
+            assert failed == []
+            assert value == b"v" * 200_000
+            assert values == {"k1": b"1", "k99": b"99"}
+    finally:
+        memcached.close()
