@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymemcache.exceptions import MemcacheServerError
 
 from trinomite import Consistency
+from trinomite.admin.api import NodeState
 from trinomite.config.model import SecureServerOption
 from trinomite.protocol.peer import FrameParser, MessageType, encode_frame
 from trinomite.testing.cluster import Cluster, ClusterNode, open_cluster
@@ -348,3 +349,31 @@ async def test_a_pipelined_round_through_two_racks_answers_as_one_memcached(
                 assert b.node.peer_counters.dnode_client_err == 0
     finally:
         reference.close()
+
+
+async def test_memcached_nodes_gossip_from_one_seed_and_replicate() -> None:
+    """Membership is datastore-blind: a gossiping memcached cluster routes like any."""
+    from .test_gossip_cluster import gossip, node_of, one_seed, views, wait_for
+
+    layout = {"dc1": {"r1": 1, "r2": 1, "r3": 1}}
+    with trio.fail_after(WAIT):
+        async with open_cluster(
+            layout,
+            datastore="memcached",
+            wait_connected=False,
+            per_node=one_seed(),
+            **gossip(gos_interval=200),
+        ) as cluster:
+            await wait_for(lambda: all(len(v) == 3 for v in views(cluster)), "convergence")
+            await wait_for(
+                lambda: all(node_of(m).gate.state is NodeState.NORMAL for m in cluster.nodes),
+                "every node NORMAL",
+            )
+            await cluster.wait_connected()
+            first, *others = cluster.nodes
+            assert await run(first, lambda c: c.set("g", "gossiped")) is True
+
+            async def everywhere() -> bool:
+                return all([await direct_get(m, "g") == b"gossiped" for m in others])
+
+            await wait_until(everywhere, "the write on every rack")
