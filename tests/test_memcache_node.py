@@ -409,3 +409,53 @@ async def test_pymemcache_over_client_tls(tmp_path: Path) -> None:
             assert values == {"k1": b"1", "k99": b"99"}
     finally:
         memcached.close()
+
+
+async def test_a_slow_memcached_times_out_one_request_and_the_next_is_answered(
+    nursery: trio.Nursery, reference: MemcachedServer
+) -> None:
+    """Through the fault proxy: a reply later than ``timeout`` is a timeout for that
+    request alone; the late reply is dropped in its place and the link stays."""
+    from trinomite import open_node
+    from trinomite.testing.faultproxy import FaultProxy, serve_fault_proxy
+
+    proxy: FaultProxy = await nursery.start(serve_fault_proxy, reference.host, reference.port)
+    config = _config(
+        servers=(DatastoreSpec.tcp(proxy.host, proxy.port),),
+        stats_listen=HostPort("127.0.0.1", 0),
+        timeout=300,
+    )
+    async with open_node(config) as node:
+        port = node.client_address.port  # type: ignore[union-attr]
+
+        def call(stream: bytes) -> bytes:
+            return exchange(port, stream + b"quit\r\n")
+
+        with trio.fail_after(WAIT):
+            assert await trio.to_thread.run_sync(call, b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+            connects = sum(c.connects for c in node.pool.connections)
+            proxy.latency(0.45)  # over timeout, under twice it
+            late = await trio.to_thread.run_sync(call, b"get k\r\n")
+            assert late == b"SERVER_ERROR Storage: Connection timed out\r\n"
+            proxy.pass_through()
+            got = await trio.to_thread.run_sync(call, b"get k\r\n")
+            assert got == b"VALUE k 0 1\r\nv\r\nEND\r\n"
+        assert sum(c.connects for c in node.pool.connections) == connects
+        assert sum(c.timedout_requests for c in node.pool.connections) == 1
+
+
+async def test_a_node_not_normal_refuses_in_memcached_form(alone) -> None:
+    from trinomite.admin.api import NodeState
+
+    member = node_of(alone)
+    assert member.node is not None
+    member.node.gate.set_state(NodeState.STANDBY)
+    port = member.client_port
+    got = await trio.to_thread.run_sync(lambda: exchange(port, b"get a\r\nversion\r\nquit\r\n"))
+    refused, version_line, rest = got.split(b"\r\n", 2)
+    assert refused == b"SERVER_ERROR Dynomite: Dynomite's current state does not allow this request"
+    assert version_line.startswith(b"VERSION trinomite-")  # answered by the node itself
+    assert rest == b""
+    member.node.gate.set_state(NodeState.NORMAL)
+    got = await trio.to_thread.run_sync(lambda: exchange(port, b"get a\r\nquit\r\n"))
+    assert got == b"END\r\n"
