@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 
-# Eager: light (stdlib only), and ``redis_server`` is also a submodule's name,
-# which the import system would otherwise bind here once that module loads.
+# Eager: light (stdlib only), and ``redis_server`` and ``memcached_server`` are
+# also submodules' names, which the import system would otherwise bind here
+# once those modules load.
+from .memcached_server import MemcachedServer as MemcachedServer
+from .memcached_server import memcached_server as memcached_server
 from .redis_server import RedisServer as RedisServer
 from .redis_server import free_port as free_port
 from .redis_server import free_ports as free_ports
@@ -48,11 +51,13 @@ __all__ = [
     "ClusterNode",
     "ClusterStartError",
     "FaultProxy",
+    "MemcachedServer",
     "RedisServer",
     "ThreadCluster",
     "TrioRedis",
     "free_port",
     "free_ports",
+    "memcached_server",
     "open_cluster",
     "redis_server",
     "run_in_thread",
