@@ -377,3 +377,28 @@ async def test_memcached_nodes_gossip_from_one_seed_and_replicate() -> None:
                 return all([await direct_get(m, "g") == b"gossiped" for m in others])
 
             await wait_until(everywhere, "the write on every rack")
+
+
+async def test_a_dc_one_read_fails_over_to_another_rack() -> None:
+    """The own-rack owner of a key is stopped: the read is served by the other rack's."""
+    with trio.fail_after(WAIT):
+        async with open_cluster(FOUR, datastore="memcached") as cluster:
+            a = cluster.node("dc1", "r1", 0)
+            other = cluster.node("dc1", "r1", 1)
+            key = next(
+                k
+                for k in (f"fo:{i}" for i in range(100))
+                if cluster.owner("dc1", "r1", k.encode()) is other
+            )
+            assert await run(a, lambda c: c.set(key, "v")) is True
+            await cluster.stop_node(other)
+
+            async def served() -> bool:
+                try:
+                    return bool(await run(a, lambda c: c.get(key)) == b"v")
+                except MemcacheServerError:
+                    return False  # until a sees the link down
+
+            await wait_until(served, "the read to fail over")
+            assert a.node is not None
+            assert a.node.coordinator.counters.read_failover_requests >= 1
