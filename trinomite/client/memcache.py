@@ -20,6 +20,8 @@ differ, and this module supplies them for memcached:
     anything else               -> the datastore (lone node) or the cluster
                                    (``peering.memcache.McRouter``)
 
+In a cluster (or a node not NORMAL) the round's requests are routed
+between ``McRoute.begin`` and ``end``, so their legs leave in batches.
 A lone node in state NORMAL sends a round that is all datastore requests as
 the clients' own bytes, in one piece, to its memcached (``noreply``
 requests included: memcached itself then answers exactly what memcached

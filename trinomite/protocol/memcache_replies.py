@@ -34,9 +34,12 @@ complete, before any of its data is buffered.  A call that returns None
 remembers how far it got (inside a multi-value reply too), so a reply that
 arrives in pieces is scanned once.
 
-``split_values`` and ``merge_gets`` coalesce the fragments of a multi-get
-sent to several owners into one reply with one ``END``, in the client's key
-order.  The encoders build the replies the node answers itself, with
+``take_until`` finds the end of a delimited run (``datastore.memcache``)
+with one search, and ``split_run`` cuts a shared run's reply per request
+by kind.  ``split_values`` and ``merge_gets`` coalesce the fragments of a
+multi-get sent to several owners into one reply with one ``END``, in the
+client's key order; ``to_memcache`` rewrites the node's own RESP-form
+errors as ``SERVER_ERROR`` lines where they leave the node.  The encoders build the replies the node answers itself, with
 Dynomite's error shape ``SERVER_ERROR <source> <message>`` (dynomite.md §3.3).
 """
 
