@@ -4,6 +4,7 @@ nox -s tests        the whole suite (needs redis-server etc.: see .ci/run)
 nox -s lint         ruff (lint and format check) and mypy --strict on the package
 nox -s demo         a node on the embedded store, used through redis-py
 nox -s bench        redis-benchmark against redis, twemproxy and trinomite
+nox -s bench_memcached  the same for memcached nodes (bench/memcached.py)
 nox -s fuzz         atheris on each parser target for longer (default 2 million
                     inputs each; -- -runs=N to change), new inputs kept in .fuzz/
 nox -s soak         10 minutes of load on 4 node processes while a nemesis kills and
@@ -52,6 +53,12 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def bench_memcached(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("python", "bench/memcached.py", *session.posargs)
 
 
 @nox.session
