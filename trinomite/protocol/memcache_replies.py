@@ -39,8 +39,9 @@ with one search, and ``split_run`` cuts a shared run's reply per request
 by kind.  ``split_values`` and ``merge_gets`` coalesce the fragments of a
 multi-get sent to several owners into one reply with one ``END``, in the
 client's key order; ``to_memcache`` rewrites the node's own RESP-form
-errors as ``SERVER_ERROR`` lines where they leave the node.  The encoders build the replies the node answers itself, with
-Dynomite's error shape ``SERVER_ERROR <source> <message>`` (dynomite.md §3.3).
+errors as ``SERVER_ERROR`` lines where they leave the node.  The encoders
+build the replies the node answers itself, with Dynomite's error shape
+``SERVER_ERROR <source> <message>`` (dynomite.md §3.3).
 """
 
 from __future__ import annotations
