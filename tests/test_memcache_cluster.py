@@ -402,3 +402,20 @@ async def test_a_dc_one_read_fails_over_to_another_rack() -> None:
             await wait_until(served, "the read to fail over")
             assert a.node is not None
             assert a.node.coordinator.counters.read_failover_requests >= 1
+
+
+async def test_cas_at_each_safe_quorum_reaches_every_dc() -> None:
+    layout = {"dc1": {"r1": 1}, "dc2": {"r1": 1}}
+    each = {"write_consistency": Consistency.DC_EACH_SAFE_QUORUM}
+    with trio.fail_after(WAIT):
+        async with open_cluster(layout, datastore="memcached", **each) as cluster:
+            a, far = cluster.node("dc1", "r1"), cluster.node("dc2", "r1")
+            assert await run(a, lambda c: c.set("ec", "v1")) is True
+            _, unique = await run(a, lambda c: c.gets("ec"))
+            assert await run(a, lambda c: c.cas("ec", "v2", unique)) is True
+            assert await direct_get(far, "ec") == b"v2"  # acked only once dc2 stored it
+            assert await run(a, lambda c: c.cas("ec", "v3", unique)) is False
+            await cluster.stop_datastore(far)
+            _, unique = await run(a, lambda c: c.gets("ec"))
+            with pytest.raises(MemcacheServerError, match="Storage: "):
+                await run(a, lambda c: c.cas("ec", "v4", unique))  # dc2 cannot make its quorum

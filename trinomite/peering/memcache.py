@@ -40,7 +40,7 @@ values with.  Pure routing: no I/O of its own.
 from __future__ import annotations
 
 from ..admin.api import NodeState
-from ..cluster.quorum import QuorumDecision
+from ..cluster.quorum import EachQuorum, QuorumDecision
 from ..cluster.routing import Mode, Plan
 from ..config.model import Consistency
 from ..datastore.pool import RunItem
@@ -50,7 +50,7 @@ from ..protocol.commands import Access
 from ..protocol.memcache import McKind, McRequest, encode_request
 from ..protocol.memcache_replies import merge_gets
 from ..protocol.replies import is_error
-from .collectors import QuorumSink
+from .collectors import EachLeg, QuorumSink
 from .coordinator import Coordinator
 from .legs import Caller
 from .link import PeerLeg
@@ -96,7 +96,8 @@ class CasThen:
     everywhere would store it on one replica at most.  The owner's reply
     decides; a ``STORED`` is then replicated as the equivalent ``set`` (its
     flags, exptime and data), and the client gets ``STORED`` once the write
-    level's quorum of replicas stored it (the owner's vote included).
+    level's quorum of replicas stored it (the owner's vote included; at
+    DC_EACH_SAFE_QUORUM a safe quorum in every DC).
     """
 
     __slots__ = ("now", "plan", "request", "router", "session", "sink", "token")
@@ -133,17 +134,25 @@ class CasThen:
         raw = encode_request([b"set", key, flags, exptime, size], data)
         if chosen.dropped_dcs:
             coordinator._hint_dropped(chosen, self.token, raw, self.session)
-        collector: ReplySink = self.sink
-        if chosen.mode is Mode.ONE:
+        swallow = coordinator._swallow
+        mode = chosen.mode
+        counted: ReplySink = swallow  # where the counted copies' replies go
+        if mode is Mode.ONE:
             self.sink.set(reply)
-            collector = coordinator._swallow
+        elif mode is Mode.EACH:  # a safe quorum in every DC, the owner's vote in its own
+            each = EachQuorum(chosen.counted_per_dc(), chosen.targets[0].dc, False)
+            each.add(chosen.targets[0].dc, reply)
+            for target in others:
+                leg = EachLeg(each, target.dc, self.sink)
+                coordinator._send(self.session, target, raw, leg, True, self.now)
+            return
         else:
-            decision = QuorumDecision(chosen.counted, safe=chosen.mode is not Mode.QUORUM)
+            decision = QuorumDecision(chosen.counted, safe=mode is Mode.SAFE)
             quorum = QuorumSink(decision, self.sink, coordinator.counters, True)
             quorum.set(reply)
-            collector = quorum
+            counted = quorum
         for target in others:
-            sink = collector if target.counted else coordinator._swallow
+            sink = counted if target.counted else swallow
             coordinator._send(self.session, target, raw, sink, True, self.now)
 
 
