@@ -220,14 +220,17 @@ async def test_a_bad_key_or_number_is_refused_and_the_connection_stays(
 
 async def test_unsupported_commands_are_refused_clearly(alone) -> None:
     port = node_of(alone).client_port
-    stream = b"flush_all\r\nstats\r\nmg a v\r\nflush_all noreply\r\nversion\r\nquit\r\n"
+    stream = (
+        b"flush_all\r\nstats\r\nmg a v\r\nflush_all noreply\r\nversion\r\n"
+        b"verbosity 1\r\nverbosity 1 noreply\r\nquit\r\n"
+    )
     got = await trio.to_thread.run_sync(lambda: exchange(port, stream))
     lines = got.split(b"\r\n")
     assert lines[0].startswith(b"CLIENT_ERROR unsupported command 'flush_all': ")
     assert lines[1].startswith(b"CLIENT_ERROR unsupported command 'stats': ")
     assert lines[2].startswith(b"CLIENT_ERROR unsupported command 'mg': ")
     assert lines[3].startswith(b"VERSION trinomite-")  # flush_all noreply: nothing
-    assert lines[4:] == [b""]
+    assert lines[4:] == [b"OK", b""]  # verbosity is answered here; noreply: nothing
 
 
 async def test_the_node_own_keys_are_reserved(alone) -> None:
