@@ -55,8 +55,14 @@ from ..net.links import LinkFailed
 from ..net.slots import ReplySink
 from ..protocol.memcache_commands import COMMANDS
 from ..protocol.memcache_replies import MemcacheReplyFramer, ReplyKind, split_run
-from ..protocol.replies import ReplyProtocolError
-from .pool import RECEIVE_SIZE, DatastoreConnection, DatastorePool, RunItem, _connector
+from .pool import (
+    RECEIVE_SIZE,
+    DatastoreConnection,
+    DatastorePool,
+    RunFramer,
+    RunItem,
+    _connector,
+)
 
 __all__ = ["DELIMITER_KEY", "MAX_RUN_REPLY", "MemcacheConnection", "MemcachePool", "RunSplit"]
 
@@ -104,6 +110,8 @@ class RunSplit:
 class MemcacheConnection(DatastoreConnection):
     """One pipelined connection to memcached: replies matched per delimited run."""
 
+    max_buffered = MAX_RUN_REPLY
+
     def _new_delimiter(self) -> tuple[bytes, bytes]:
         """A fresh meta-get with an opaque token, and the marker its reply line holds."""
         at = self._entropy_at
@@ -131,34 +139,30 @@ class MemcacheConnection(DatastoreConnection):
                 "(trinomite needs memcached 1.6 or newer)",
             )
 
-    async def _read_replies(self, stream: trio.abc.Stream) -> None:
-        framer = MemcacheReplyFramer()
-        inflight = self._inflight
-        while True:
-            data = await stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                raise LinkFailed(self.broken_error, "datastore closed the connection")
-            if not inflight:
-                raise ReplyProtocolError("reply with no request in flight")
-            framer.feed(data)
-            oldest = inflight[0][2]
-            answered = 0
-            with self.hold:  # replies start clients' next rounds: send them together
-                while inflight:
-                    sink, count, _, marker = inflight[0]
-                    replies = framer.take_until(marker)
-                    if replies is None:
-                        break
-                    inflight.popleft()
-                    answered += count
-                    sink.set(replies)
-            if framer.buffered > MAX_RUN_REPLY:
-                raise ReplyProtocolError("a run's replies are over 1 GiB")
-            if answered:
-                self.responses += answered
-                self.response_bytes += len(data)
-                elapsed = trio.current_time() - oldest + self.timeout
-                self.latency.observe(int(elapsed * 1e6), answered)
+    def _framer(self) -> RunFramer:
+        return _Runs()
+
+
+class _Runs:
+    """memcached's reply framer as the pool's reader drives it: every run is delimited."""
+
+    __slots__ = ("framer",)
+
+    def __init__(self) -> None:
+        self.framer = MemcacheReplyFramer()
+
+    @property
+    def buffered(self) -> int:
+        return self.framer.buffered
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self.framer.feed(data)
+
+    def take(self, count: int) -> bytes | None:
+        raise AssertionError("memcached runs are always delimited")
+
+    def take_until(self, delimiter: bytes) -> bytes | None:
+        return self.framer.take_until(delimiter)
 
 
 class MemcachePool(DatastorePool):

@@ -66,6 +66,7 @@ import functools
 import logging
 import secrets
 from collections import deque
+from typing import Protocol
 
 import trio
 
@@ -85,7 +86,14 @@ from ..protocol.requests import encode_command
 from ..stats.histogram import Histogram
 from .embedded import EmbeddedStore
 
-__all__ = ["DatastoreConnection", "DatastorePool", "ReplySink", "RunItem", "RunSplit"]
+__all__ = [
+    "DatastoreConnection",
+    "DatastorePool",
+    "ReplySink",
+    "RunFramer",
+    "RunItem",
+    "RunSplit",
+]
 
 log = logging.getLogger("trinomite.datastore")
 
@@ -131,6 +139,16 @@ class RunSplit:
             at += count
 
 
+class RunFramer(Protocol):
+    """What the reader needs of a reply framer (RESP's, or memcached's runs)."""
+
+    @property
+    def buffered(self) -> int: ...
+    def feed(self, data: bytes | bytearray) -> None: ...
+    def take(self, count: int) -> bytes | None: ...
+    def take_until(self, delimiter: bytes) -> bytes | None: ...
+
+
 class _Expired:
     """The sink of a timed-out run: its client has its error; the late reply is dropped."""
 
@@ -156,10 +174,17 @@ class DatastoreConnection(Link):
     """One pipelined connection to the datastore: replies matched in FIFO runs."""
 
     broken_error = NodeError.STORAGE_CONNECTION_REFUSE
+    #: Most bytes a read may leave unframed before the connection is out of
+    #: step (0: no bound beyond the framer's own).
+    max_buffered = 0
 
     @property
     def protocol_error(self) -> NodeError:
         return NodeError.STORAGE_PROTOCOL
+
+    def _framer(self) -> RunFramer:
+        """A new connection's reply framer."""
+        return ReplyFramer(self._max_bulk_len)
 
     def __init__(
         self,
@@ -262,7 +287,7 @@ class DatastoreConnection(Link):
                 raise LinkFailed(self.broken_error, f"handshake refused: {what}")
 
     async def _read_replies(self, stream: trio.abc.Stream) -> None:
-        framer = ReplyFramer(self._max_bulk_len)
+        framer = self._framer()
         inflight = self._inflight
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -282,6 +307,8 @@ class DatastoreConnection(Link):
                     inflight.popleft()
                     answered += count
                     sink.set(replies)
+            if self.max_buffered and framer.buffered > self.max_buffered:
+                raise ReplyProtocolError(f"over {self.max_buffered} bytes of replies unframed")
             if answered:
                 # One measurement per read: the round trip of the oldest request
                 # it answered, for every reply in it (an upper bound for the rest).
