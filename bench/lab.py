@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,22 +87,33 @@ class Lab:
         self.procs.append(proc)
         return proc
 
+    #: Whether a server answers on a port, and what that is called in errors
+    #: (a memcached lab overrides both).
+    ready_what = "answer PING"
+
+    def is_ready(self, port: int) -> bool:
+        return ping(port)
+
     def wait_ready(self, proc: Proc, port: int, timeout: float = READY_TIMEOUT) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
                 raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}){tail(proc)}")
-            if ping(port):
+            if self.is_ready(port):
                 return port
             time.sleep(0.1)
-        raise RuntimeError(f"{proc.name} did not answer PING on :{port} in {timeout}s{tail(proc)}")
+        raise RuntimeError(
+            f"{proc.name} did not {self.ready_what} on :{port} in {timeout}s{tail(proc)}"
+        )
 
-    def start_redis(self, name: str, attempts: int = 3) -> int:
+    def start_server(
+        self, name: str, argv_for: Callable[[int], list[str]], attempts: int = 3
+    ) -> int:
+        """Start ``argv_for(port)`` on a free port and wait until it is ready; retry on a
+        lost port."""
         for attempt in range(1, attempts + 1):
             port = free_port()
-            argv = ["redis-server", *f"--port {port} --bind {HOST}".split(), "--save", ""]
-            argv += ["--appendonly", "no", "--daemonize", "no"]
-            proc = self.spawn(name, argv)
+            proc = self.spawn(name, argv_for(port))
             try:
                 return self.wait_ready(proc, port)
             except RuntimeError:
@@ -108,6 +121,16 @@ class Lab:
                 if proc.popen.poll() is None or attempt == attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def start_redis(self, name: str, attempts: int = 3) -> int:
+        def argv(port: int) -> list[str]:
+            return [
+                "redis-server",
+                *f"--port {port} --bind {HOST}".split(),
+                *["--save", "", "--appendonly", "no", "--daemonize", "no"],
+            ]
+
+        return self.start_server(name, argv, attempts)
 
     def proxy_cpu(self, target: str) -> float | None:
         """CPU seconds used so far by the proxy processes of ``target`` (None: it has none)."""
@@ -215,3 +238,33 @@ def yaml_block(root: str, items: dict[str, str | int | list[str]]) -> str:
         else:
             lines.append(f"  {key}: {value}")
     return "\n".join(lines) + "\n"
+
+
+def summary_rows(
+    cells: Mapping[tuple[str, str, str], list[float]],
+    names: Sequence[str],
+    tests: Sequence[str],
+    modes: Sequence[str],
+) -> list[Row]:
+    """Per target x test x mode: median, min, max and ratios of medians to direct
+    and twemproxy, from ``cells`` (req/s of each round, by (target, test, mode))."""
+    summary: list[Row] = []
+    for name in names:
+        for test in tests:
+            for mode in modes:
+                rps = cells[(name, test, mode)]
+                median = statistics.median(rps)
+                row: Row = {
+                    "target": name,
+                    "test": test,
+                    "mode": mode,
+                    "median": median,
+                    "min": min(rps),
+                    "max": max(rps),
+                    "n": len(rps),
+                }
+                for ref in ("direct", "twemproxy"):
+                    if (ref, test, mode) in cells:
+                        row[f"vs_{ref}"] = median / statistics.median(cells[(ref, test, mode)])
+                summary.append(row)
+    return summary

@@ -84,7 +84,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import FOREIGN_CPU, HOST, READY_TIMEOUT, CpuMeter, Lab, Proc, Row, free_port, yaml_block
+from lab import FOREIGN_CPU, HOST, CpuMeter, Lab, Row, free_port, summary_rows, yaml_block
 from lab import tail as log_tail
 from targets import start_trinomite_node
 
@@ -383,30 +383,17 @@ def has_key(port: int, key: str) -> bool:
 class McLab(Lab):
     """A Lab whose processes speak memcached: ready means a ``set`` is STORED."""
 
-    def wait_ready(self, proc: Proc, port: int, timeout: float = READY_TIMEOUT) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}){log_tail(proc)}")
-            if stored(port):
-                return port
-            time.sleep(0.1)
-        raise RuntimeError(f"{proc.name} did not store a key on :{port} in {timeout}s")
+    ready_what = "store a key"
 
-    def start_memcached(self, name: str, attempts: int = 3) -> int:
-        for attempt in range(1, attempts + 1):
-            port = free_port()
-            argv = ["memcached", "-U", "0", "-l", HOST, "-p", str(port), "-t", "1"]
-            if os.geteuid() == 0:
-                argv += ["-u", "root"]
-            proc = self.spawn(name, argv)
-            try:
-                return self.wait_ready(proc, port)
-            except RuntimeError:
-                # An exit usually means another process took the port first: retry.
-                if proc.popen.poll() is None or attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
+    def is_ready(self, port: int) -> bool:
+        return stored(port)
+
+    def start_memcached(self, name: str) -> int:
+        def argv(port: int) -> list[str]:
+            root = ["-u", "root"] if os.geteuid() == 0 else []
+            return ["memcached", "-U", "0", "-l", HOST, "-p", str(port), "-t", "1", *root]
+
+        return self.start_server(name, argv)
 
 
 def start_direct(lab: McLab) -> int:
@@ -542,27 +529,11 @@ def summarise(samples: list[Row], names: list[str]) -> list[Row]:
         rps.setdefault(cell, []).append(s["rps"])
         if s["cpu_us"] is not None:
             cpu.setdefault(cell, []).append(s["cpu_us"])
-    summary: list[Row] = []
-    for name in names:
-        for test in TESTS:
-            for mode in MODES:
-                values = rps[(name, test, mode)]
-                median = statistics.median(values)
-                row: Row = {
-                    "target": name,
-                    "test": test,
-                    "mode": mode,
-                    "median": median,
-                    "min": min(values),
-                    "max": max(values),
-                    "n": len(values),
-                }
-                for ref in ("direct", "twemproxy"):
-                    if (ref, test, mode) in rps:
-                        row[f"vs_{ref}"] = median / statistics.median(rps[(ref, test, mode)])
-                if (name, test, mode) in cpu:
-                    row["cpu_us"] = statistics.median(cpu[(name, test, mode)])
-                summary.append(row)
+    summary = summary_rows(rps, names, TESTS, list(MODES))
+    for row in summary:
+        cell = (row["target"], row["test"], row["mode"])
+        if cell in cpu:
+            row["cpu_us"] = statistics.median(cpu[cell])
     return summary
 
 

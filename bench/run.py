@@ -50,6 +50,7 @@ from lab import (
     Lab,
     Row,
     proc_status_kb,
+    summary_rows,
 )
 from targets import TARGETS, TLS_TWINS, Options
 
@@ -177,28 +178,11 @@ def summarise(samples: list[Row], names: list[str]) -> list[Row]:
     cells: dict[tuple[str, str, str], list[float]] = {}
     for s in samples:
         cells.setdefault((s["target"], s["test"], s["mode"]), []).append(s["rps"])
-    summary: list[Row] = []
-    for name in names:
-        for test in TESTS:
-            for mode in MODES:
-                rps = cells[(name, test, mode)]
-                median = statistics.median(rps)
-                row: Row = {
-                    "target": name,
-                    "test": test,
-                    "mode": mode,
-                    "median": median,
-                    "min": min(rps),
-                    "max": max(rps),
-                    "n": len(rps),
-                }
-                for ref in ("direct", "twemproxy"):
-                    if (ref, test, mode) in cells:
-                        row[f"vs_{ref}"] = median / statistics.median(cells[(ref, test, mode)])
-                plain = cells.get((TLS_TWINS.get(name, ""), test, mode))
-                if plain:
-                    row["tls_cost"] = 1 - median / statistics.median(plain)
-                summary.append(row)
+    summary = summary_rows(cells, names, TESTS, list(MODES))
+    for row in summary:
+        plain = cells.get((TLS_TWINS.get(row["target"], ""), row["test"], row["mode"]))
+        if plain:
+            row["tls_cost"] = 1 - row["median"] / statistics.median(plain)
     return summary
 
 
