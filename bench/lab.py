@@ -268,3 +268,18 @@ def summary_rows(
                         row[f"vs_{ref}"] = median / statistics.median(cells[(ref, test, mode)])
                 summary.append(row)
     return summary
+
+
+def report_machine(foreign: float, stolen: float) -> bool:
+    """Print what other processes and the hypervisor took; True if the run is clean."""
+    print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
+    print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
+    clean = foreign <= FOREIGN_CPU
+    if not clean:
+        print(
+            f"NOT CLEAN: other processes took {foreign:.0%} of the CPU (over "
+            f"{FOREIGN_CPU:.0%}); these figures are not a measurement. Rerun on a quiet machine."
+        )
+    if stolen > FOREIGN_CPU:
+        print("WARNING: the hypervisor took CPU from this machine; ratios hold, rates do not.")
+    return clean

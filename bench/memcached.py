@@ -84,7 +84,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import FOREIGN_CPU, HOST, CpuMeter, Lab, Row, free_port, summary_rows, yaml_block
+from lab import (
+    HOST,
+    CpuMeter,
+    Lab,
+    Row,
+    free_port,
+    report_machine,
+    summary_rows,
+    yaml_block,
+)
 from lab import tail as log_tail
 from targets import start_trinomite_node
 
@@ -412,16 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(summary, lab.rss)
     if args.rounds < 3:
         print("\nfewer than 3 rounds: the medians are not robust; use --rounds 3 or more.")
-    print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
-    print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
-    clean = foreign <= FOREIGN_CPU
-    if not clean:
-        print(
-            f"NOT CLEAN: other processes took {foreign:.0%} of the CPU (over "
-            f"{FOREIGN_CPU:.0%}); these figures are not a measurement. Rerun on a quiet machine."
-        )
-    if stolen > FOREIGN_CPU:
-        print("WARNING: the hypervisor took CPU from this machine; ratios hold, rates do not.")
+    clean = report_machine(foreign, stolen)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         report = {

@@ -41,7 +41,6 @@ from pathlib import Path
 
 from lab import (
     BENCH_TIMEOUT,
-    FOREIGN_CPU,
     HOST,
     MODES,
     REPO,
@@ -50,6 +49,7 @@ from lab import (
     Lab,
     Row,
     proc_status_kb,
+    report_machine,
     summary_rows,
 )
 from targets import TARGETS, TLS_TWINS, Options
@@ -368,16 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         if "VmRSS" in kb:
             print(f"  {name:<28} VmRSS after the run {kb['VmRSS'] / 1024:8.1f} MiB")
     stolen = meter.steal_share()
-    print(f"\nCPU used by other processes during the run: {foreign:.0%} of the machine")
-    print(f"CPU stolen by the hypervisor during the run: {stolen:.0%} of the machine")
-    clean = foreign <= FOREIGN_CPU
-    if not clean:
-        print(
-            f"NOT CLEAN: other processes took {foreign:.0%} of the CPU (over "
-            f"{FOREIGN_CPU:.0%}); these figures are not a measurement. Rerun on a quiet machine."
-        )
-    if stolen > FOREIGN_CPU:
-        print("WARNING: the hypervisor took CPU from this machine; ratios hold, rates do not.")
+    clean = report_machine(foreign, stolen)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         report = {
