@@ -21,7 +21,7 @@ import redis
 import trio
 
 from trinomite import DatastoreSpec, HostPort, Node, NodeConfig, open_node
-from trinomite.testing import RedisServer
+from trinomite.testing import MemcachedServer, RedisServer, memcached_server
 from trinomite.testing.faultproxy import FaultProxy, serve_fault_proxy
 
 #: pytester runs example suites against the plugin (tests/test_pytest_plugin.py).
@@ -64,6 +64,13 @@ def client_for(node: Node, **kwargs: Any) -> redis.Redis:
     assert isinstance(address, HostPort)
     kwargs.setdefault("socket_timeout", 10)
     return redis.Redis(host=address.host, port=address.port, **kwargs)
+
+
+@pytest.fixture
+def memcached_backend() -> Iterator[MemcachedServer]:
+    """A memcached of the test's own (a node's datastore, or a reference to compare with)."""
+    with memcached_server() as server:
+        yield server
 
 
 @pytest.fixture

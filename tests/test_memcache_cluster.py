@@ -25,6 +25,7 @@ from trinomite import Consistency
 from trinomite.admin.api import NodeState
 from trinomite.config.model import SecureServerOption
 from trinomite.protocol.peer import FrameParser, MessageType, encode_frame
+from trinomite.testing import MemcachedServer
 from trinomite.testing.cluster import Cluster, ClusterNode, open_cluster
 from trinomite.testing.tls import ClusterCertificates
 
@@ -322,7 +323,7 @@ async def test_peer_frames_carry_memcached_payloads_as_dynomite_does() -> None:
     "level", [Consistency.DC_ONE, Consistency.DC_QUORUM, Consistency.DC_SAFE_QUORUM]
 )
 async def test_a_pipelined_round_through_two_racks_answers_as_one_memcached(
-    level: Consistency,
+    level: Consistency, memcached_backend: MemcachedServer
 ) -> None:
     """Every command, pipelined in one write: the replies, in order, are memcached's own.
 
@@ -330,25 +331,18 @@ async def test_a_pipelined_round_through_two_racks_answers_as_one_memcached(
     as the reference does (cas uniques then agree).  The round's local legs
     travel as one shared run and its peer legs as one write, on both nodes.
     """
-    from trinomite.testing.memcached_server import MemcachedServer
-
     from .test_memcache_node import EVERY_COMMAND, exchange
 
     levels = {"read_consistency": level, "write_consistency": level}
-    reference = MemcachedServer()
-    reference.start()
-    try:
-        with trio.fail_after(WAIT):
-            async with open_cluster(PAIR, datastore="memcached", **levels) as cluster:
-                a, b = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
-                through = await trio.to_thread.run_sync(exchange, a.client_port, EVERY_COMMAND)
-                direct = await trio.to_thread.run_sync(exchange, reference.port, EVERY_COMMAND)
-                assert through == direct
-                assert await direct_get(b, "a") == await direct_get(a, "a") == b"<<foobar"
-                assert b.node is not None
-                assert b.node.peer_counters.dnode_client_err == 0
-    finally:
-        reference.close()
+    with trio.fail_after(WAIT):
+        async with open_cluster(PAIR, datastore="memcached", **levels) as cluster:
+            a, b = cluster.node("dc1", "r1"), cluster.node("dc1", "r2")
+            through = await trio.to_thread.run_sync(exchange, a.client_port, EVERY_COMMAND)
+            direct = await trio.to_thread.run_sync(exchange, memcached_backend.port, EVERY_COMMAND)
+            assert through == direct
+            assert await direct_get(b, "a") == await direct_get(a, "a") == b"<<foobar"
+            assert b.node is not None
+            assert b.node.peer_counters.dnode_client_err == 0
 
 
 async def test_memcached_nodes_gossip_from_one_seed_and_replicate() -> None:

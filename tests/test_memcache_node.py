@@ -67,17 +67,6 @@ def exchange(
 
 
 @pytest.fixture
-def reference() -> Iterator[MemcachedServer]:
-    """A fresh memcached of the test's own, to compare the node against."""
-    server = MemcachedServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
 async def alone() -> AsyncIterator[Cluster]:
     async with open_cluster(ALONE, datastore="memcached") as cluster:
         yield cluster
@@ -132,10 +121,10 @@ EVERY_COMMAND = b"".join(
 )
 
 
-async def test_every_command_answers_exactly_as_memcached(alone, reference) -> None:
+async def test_every_command_answers_exactly_as_memcached(alone, memcached_backend) -> None:
     port = node_of(alone).client_port
     through, direct = await trio.to_thread.run_sync(
-        lambda: (exchange(port, EVERY_COMMAND), exchange(reference.port, EVERY_COMMAND))
+        lambda: (exchange(port, EVERY_COMMAND), exchange(memcached_backend.port, EVERY_COMMAND))
     )
     assert through == direct
     assert b"EXISTS\r\n" in direct
@@ -156,15 +145,15 @@ async def test_a_cas_conflict_between_two_clients(alone) -> None:
     assert await trio.to_thread.run_sync(run) == (True, False, b"by two")
 
 
-async def test_byte_by_byte_input_gets_the_same_replies(alone, reference) -> None:
+async def test_byte_by_byte_input_gets_the_same_replies(alone, memcached_backend) -> None:
     stream = EVERY_COMMAND
     port = node_of(alone).client_port
     through = await trio.to_thread.run_sync(lambda: exchange(port, stream, chunk=1))
-    direct = await trio.to_thread.run_sync(lambda: exchange(reference.port, stream))
+    direct = await trio.to_thread.run_sync(lambda: exchange(memcached_backend.port, stream))
     assert through == direct
 
 
-async def test_values_at_and_just_over_the_item_limit(reference) -> None:
+async def test_values_at_and_just_over_the_item_limit(memcached_backend) -> None:
     limit = 4096
     async with open_cluster(ALONE, datastore="memcached", max_item_size=limit) as cluster:
         port = node_of(cluster).client_port
@@ -209,7 +198,7 @@ async def test_an_unreadable_length_closes_after_the_replies_owed(
     ],
 )
 async def test_a_bad_key_or_number_is_refused_and_the_connection_stays(
-    alone, reference, request_line: bytes
+    alone, memcached_backend, request_line: bytes
 ) -> None:
     port = node_of(alone).client_port
     stream = request_line + b"set after 0 0 1\r\n1\r\nget after\r\nquit\r\n"
@@ -324,16 +313,16 @@ def test_passwords_are_refused_for_memcached() -> None:
         Node(_config(requirepass="secret"))
 
 
-def test_python_m_trinomite_serves_a_dynomite_memcached_file(tmp_path: Path) -> None:
+def test_python_m_trinomite_serves_a_dynomite_memcached_file(
+    tmp_path: Path, memcached_backend: MemcachedServer
+) -> None:
     """Dynomite's mc_single layout, ports changed, run as a process; pymemcache talks to it."""
     from pymemcache.client.base import Client
 
     text = (ROOT / "conf" / "mc_single.yml").read_text()
-    memcached = MemcachedServer()
-    memcached.start()
     port, dyn, stats = free_ports(3)
     for old, new in (
-        ("127.0.0.1:11211", memcached.address),
+        ("127.0.0.1:11211", memcached_backend.address),
         ("127.0.0.1:8102", f"127.0.0.1:{port}"),
         ("127.0.0.1:8101", f"127.0.0.1:{dyn}"),
         ("127.0.0.1:22222", f"127.0.0.1:{stats}"),
@@ -342,22 +331,19 @@ def test_python_m_trinomite_serves_a_dynomite_memcached_file(tmp_path: Path) -> 
     conf = tmp_path / "mc_single.yml"
     conf.write_text(text)
     log = tmp_path / "node.log"
-    try:
-        with run_node(conf, log) as process:
-            deadline = time.monotonic() + 15
-            while b"VERSION" not in _probe(port):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"node did not start (exit {process.poll()}): {log.read_text()}")
-                time.sleep(0.05)
-            client = Client(("127.0.0.1", port), default_noreply=False, timeout=10)
-            assert client.set("cli", b"value") is True
-            assert client.get("cli") == b"value"
-            assert client.version().startswith(b"trinomite-")
-            client.close()
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=15) == 0
-    finally:
-        memcached.close()
+    with run_node(conf, log) as process:
+        deadline = time.monotonic() + 15
+        while b"VERSION" not in _probe(port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"node did not start (exit {process.poll()}): {log.read_text()}")
+            time.sleep(0.05)
+        client = Client(("127.0.0.1", port), default_noreply=False, timeout=10)
+        assert client.set("cli", b"value") is True
+        assert client.get("cli") == b"value"
+        assert client.version().startswith(b"trinomite-")
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
 
 
 def _probe(port: int) -> bytes:
@@ -367,7 +353,9 @@ def _probe(port: int) -> bytes:
         return b""
 
 
-async def test_pymemcache_over_client_tls(tmp_path: Path) -> None:
+async def test_pymemcache_over_client_tls(
+    tmp_path: Path, memcached_backend: MemcachedServer
+) -> None:
     """``client_tls`` on a memcached node: pymemcache with an SSL context, values of any size."""
     import ssl
 
@@ -378,51 +366,49 @@ async def test_pymemcache_over_client_tls(tmp_path: Path) -> None:
     ca = certs.make_ca()
     certs.write_public(tmp_path / "ca.crt", ca.cert_pem)
     server = write_pair(tmp_path, "node", certs.issue(ca, "node", ["127.0.0.1"]))
-    memcached = MemcachedServer()
-    await trio.to_thread.run_sync(memcached.start)
-    try:
-        config = _config(
-            servers=(DatastoreSpec.tcp(memcached.host, memcached.port),),
-            stats_listen=HostPort("127.0.0.1", 0),
-            client_tls=True,
-            tls_ca_file=str(tmp_path / "ca.crt"),
-            **server,
-        )
-        async with open_node(config) as node:
-            port = node.client_address.port  # type: ignore[union-attr]
+    memcached = memcached_backend
+    config = _config(
+        servers=(DatastoreSpec.tcp(memcached.host, memcached.port),),
+        stats_listen=HostPort("127.0.0.1", 0),
+        client_tls=True,
+        tls_ca_file=str(tmp_path / "ca.crt"),
+        **server,
+    )
+    async with open_node(config) as node:
+        port = node.client_address.port  # type: ignore[union-attr]
 
-            def work() -> tuple[object, ...]:
-                from pymemcache.client.base import Client
+        def work() -> tuple[object, ...]:
+            from pymemcache.client.base import Client
 
-                context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
-                client = Client(
-                    ("127.0.0.1", port), tls_context=context, default_noreply=False, timeout=10
-                )
-                big = b"v" * 200_000  # many TLS records
-                stored = client.set("tls", big)
-                many = client.set_many({f"k{i}": str(i) for i in range(100)})
-                got = client.get("tls"), client.get_many(["k1", "k99"])
-                client.close()
-                return stored, many, got
+            context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+            client = Client(
+                ("127.0.0.1", port), tls_context=context, default_noreply=False, timeout=10
+            )
+            big = b"v" * 200_000  # many TLS records
+            stored = client.set("tls", big)
+            many = client.set_many({f"k{i}": str(i) for i in range(100)})
+            got = client.get("tls"), client.get_many(["k1", "k99"])
+            client.close()
+            return stored, many, got
 
-            stored, failed, (value, values) = await trio.to_thread.run_sync(work)
-            assert stored is True
-            assert failed == []
-            assert value == b"v" * 200_000
-            assert values == {"k1": b"1", "k99": b"99"}
-    finally:
-        memcached.close()
+        stored, failed, (value, values) = await trio.to_thread.run_sync(work)
+        assert stored is True
+        assert failed == []
+        assert value == b"v" * 200_000
+        assert values == {"k1": b"1", "k99": b"99"}
 
 
 async def test_a_slow_memcached_times_out_one_request_and_the_next_is_answered(
-    nursery: trio.Nursery, reference: MemcachedServer
+    nursery: trio.Nursery, memcached_backend: MemcachedServer
 ) -> None:
     """Through the fault proxy: a reply later than ``timeout`` is a timeout for that
     request alone; the late reply is dropped in its place and the link stays."""
     from trinomite import open_node
     from trinomite.testing.faultproxy import FaultProxy, serve_fault_proxy
 
-    proxy: FaultProxy = await nursery.start(serve_fault_proxy, reference.host, reference.port)
+    proxy: FaultProxy = await nursery.start(
+        serve_fault_proxy, memcached_backend.host, memcached_backend.port
+    )
     config = _config(
         servers=(DatastoreSpec.tcp(proxy.host, proxy.port),),
         stats_listen=HostPort("127.0.0.1", 0),
