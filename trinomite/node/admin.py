@@ -24,7 +24,6 @@ it never slows the node.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from typing import Any, Protocol
@@ -52,6 +51,7 @@ from ..stats.metrics import info_json, prometheus
 from ..stats.requests import RequestStats
 from ..tls.peers import TlsState
 from .membership import Membership, gossip_info, gossip_metrics, member_counts
+from .readings import hint_totals, hints_per_peer, open_fds, peer_hint_row, rss_bytes, trio_tasks
 
 __all__ = ["AdminTarget", "EventHub", "NodeAdmin"]
 
@@ -85,81 +85,6 @@ class EventHub:
                 continue  # the subscriber went away
             alive.append(channel)
         self._subscribers = alive
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_NO_HINTS = {
-    "hints_pending": 0,
-    "hints_stored": 0,
-    "hints_replayed": 0,
-    "hints_dropped": 0,
-    "hints_rejected": 0,
-    "hints_superseded": 0,
-    "hints_bytes": 0,
-}
-
-
-def _hint_totals(node: AdminTarget) -> dict[str, int]:
-    return node.hints.totals() if node.hints is not None else dict(_NO_HINTS)
-
-
-def _peer_hint_row(node: AdminTarget, name: str) -> dict[str, int]:
-    """One peer's hint counts (zeros when it has none, or hinted handoff is off)."""
-    hints = node.hints.peers.get(name) if node.hints is not None else None
-    if hints is None:
-        return {"hints_pending": 0, "hints_replayed": 0, "hints_dropped": 0, "hints_rejected": 0}
-    return {
-        "hints_pending": hints.pending,
-        "hints_replayed": hints.replayed,
-        "hints_dropped": sum(hints.dropped.values()),
-        "hints_rejected": hints.rejected,
-    }
-
-
-def _hints_per_peer(node: AdminTarget) -> dict[str, dict[str, Any]]:
-    """``/info``'s ``hints`` section: every peer that ever had hints, with its counts."""
-    if node.hints is None:
-        return {}
-    return {
-        name: {
-            "pending": hints.pending,
-            "stored": hints.stored,
-            "replayed": hints.replayed,
-            "dropped": dict(hints.dropped),
-            "rejected": hints.rejected,
-            "superseded": hints.superseded,
-            "down_since": hints.down_since,
-        }
-        for name, hints in node.hints.peers.items()
-    }
-
-
-def _open_fds() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 0
-
-
-def _trio_tasks() -> int:
-    """Tasks alive in this Trio run (a leak shows as a count that keeps growing)."""
-    count = 0
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        if task is None:
-            continue
-        count += 1
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return count
 
 
 class AdminTarget(Protocol):
@@ -237,9 +162,9 @@ class NodeAdmin:
             "peer_out_queue_99": sum(len(c._outbox) for c in near),
             "remote_peer_in_queue_99": sum(c.inflight for c in far),
             "remote_peer_out_queue_99": sum(len(c._outbox) for c in far),
-            "dyn_memory": _rss_bytes(),
-            "open_fds": _open_fds(),
-            "trio_tasks": _trio_tasks(),
+            "dyn_memory": rss_bytes(),
+            "open_fds": open_fds(),
+            "trio_tasks": trio_tasks(),
             "client_eof": clients.client_eof,
             "client_err": clients.client_err,
             "client_connections": clients.client_connections,
@@ -270,7 +195,7 @@ class NodeAdmin:
             "tls_handshake_failures": sum(c.tls_handshake_failures for c in peers)
             + sum(node.tls.inbound_failures.values()),
             "client_tls_handshake_failures": node.tls.client_handshake_failures,
-            **_hint_totals(node),
+            **hint_totals(node.hints),
             "client_auth_failures": (
                 node.authenticator.failures if node.authenticator is not None else 0
             ),
@@ -346,7 +271,7 @@ class NodeAdmin:
             "implementation": "trinomite",
             "data_store": _STORE_NAMES[config.data_store],
             "tls": tls,
-            "hints": _hints_per_peer(self.node),
+            "hints": hints_per_peer(self.node.hints),
             "gossip": self.gossip(),
         }
         return info_json(
@@ -383,7 +308,7 @@ class NodeAdmin:
                         "throttled": sum(c.throttled for c in links),
                         "tls_handshake_failures": sum(c.tls_handshake_failures for c in links),
                         "gossip_down": 1.0 if name in node.peers.gossip_down else 0.0,
-                        **_peer_hint_row(node, name),
+                        **peer_hint_row(node.hints, name),
                     },
                 )
             )
@@ -452,7 +377,7 @@ class NodeAdmin:
                         "dropped": row["hints_dropped"],
                     }
                     for name in node.peers.pools
-                    if any((row := _peer_hint_row(node, name)).values())
+                    if any((row := peer_hint_row(node.hints, name)).values())
                 },
             },
             "client_connections": node.counters.client_connections,
