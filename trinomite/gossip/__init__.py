@@ -1,6 +1,6 @@
 """Gossip membership: sans-IO wire format, failure detector and state machine.
 
-Pure (no trio): ``wire``, ``detector``, ``rounds``, ``state``, ``events``,
+Pure (no trio): ``wire``, ``detector``, ``rounds``, ``owners``, ``state``, ``events``,
 ``view``, ``seeds``; the node's shell (``node.membership``) owns the sockets
 and the clock, feeds ``GossipState.receive``/``tick`` and sends what they
 return.  ``providers`` is the one I/O module: the seed providers' HTTP and

@@ -95,6 +95,7 @@ from .events import (
     Step,
     Updated,
 )
+from .owners import TokenOwners, claim
 from .rounds import round_targets
 from .wire import (
     UINT32_MAX,
@@ -128,12 +129,6 @@ class _Entry:
     record: NodeRecord
     down: bool = False
     expires: float = math.inf  #: tombstones only
-
-
-def _claim(record: NodeRecord) -> tuple[int, int, str]:
-    """Who wins two claims on one token: newer generation, then (Dynomite's
-    generation-0 records) the more recent timestamp, then the name."""
-    return (record.generation, record.heartbeat if record.generation == 0 else 0, record.name)
 
 
 class GossipState:
@@ -192,8 +187,8 @@ class GossipState:
         #: clock plus the skew allowed); None accepts any.  See ``_merge``.
         self.latest_generation = latest_generation
         self._entries: dict[str, _Entry] = {}
-        self._owners: dict[tuple[str, str, int], str] = {}
-        self._index(self._local)
+        self._owners = TokenOwners()
+        self._owners.add(self._local)
         #: Displaced names and datacenter-filtered names: generation up to
         #: which their records are neither requested nor accepted, and until when.
         self._ignored: dict[str, tuple[int, float]] = {}
@@ -457,12 +452,12 @@ class GossipState:
         if record.state is State.REMOVED:
             self._tombstone(entry, record, now, events)
             return
-        rivals = self._rivals(record)
+        rivals = self._owners.rivals(record)
         if self._local.name in rivals:
             self._count(Counter.DROPPED_CONFLICT)
             self.last_problem = f"{name} claims tokens of this node"
             return
-        if any(_claim(self._entries[r].record) > _claim(record) for r in rivals):
+        if any(claim(self._entries[r].record) > claim(record) for r in rivals):
             self._count(Counter.DROPPED_SUPERSEDED)
             return
         if entry is None and len(self._entries) + 1 >= self.max_members + len(rivals):
@@ -471,14 +466,14 @@ class GossipState:
         self._count(Counter.RECORDS_APPLIED)
         for rival in rivals:
             gone = self._entries.pop(rival).record
-            self._unindex(gone)
+            self._owners.discard(gone)
             self.detector.forget(rival)
             self._ignore(rival, gone.generation, now)
             events.append(Replaced(rival, record))
             self._view_changed(now)
         if entry is None or entry.record.state is State.REMOVED:
             self._entries[name] = _Entry(record)
-            self._index(record)
+            self._owners.add(record)
             self.detector.reset(name, now)
             if not rivals:
                 events.append(Joined(record))
@@ -493,8 +488,8 @@ class GossipState:
             self._count(Counter.RECOVERIES)
         entry.record, entry.down = record, False
         if (old.position, old.tls_name) != (record.position, record.tls_name):
-            self._unindex(old)
-            self._index(record)
+            self._owners.discard(old)
+            self._owners.add(record)
             events.append(Updated(old, record))
             self._view_changed(now)
         if self._view_state(entry) is not old_state:
@@ -517,7 +512,7 @@ class GossipState:
         self._count(Counter.RECORDS_APPLIED)
         was_member = entry.record.state is not State.REMOVED
         if was_member:
-            self._unindex(entry.record)
+            self._owners.discard(entry.record)
             self.detector.forget(record.name)
         entry.record, entry.down, entry.expires = record, False, expires
         if record.ttl == 0:
@@ -540,20 +535,6 @@ class GossipState:
             return
         generation = min(max(record.generation, local.generation) + 1, top)
         self._local = attrs.evolve(local, generation=generation, heartbeat=0)
-
-    def _rivals(self, record: NodeRecord) -> list[str]:
-        found = (self._owners.get((record.dc, record.rack, t)) for t in record.tokens)
-        return list(dict.fromkeys(n for n in found if n is not None and n != record.name))
-
-    def _index(self, record: NodeRecord) -> None:
-        for token in record.tokens:
-            self._owners[(record.dc, record.rack, token)] = record.name
-
-    def _unindex(self, record: NodeRecord) -> None:
-        for token in record.tokens:
-            key = (record.dc, record.rack, token)
-            if self._owners.get(key) == record.name:
-                del self._owners[key]
 
     # -- bookkeeping -------------------------------------------------------------
 
